@@ -47,6 +47,9 @@ class WorldEvent:
     """The text that started it (what the user typed, or a paraphrase in generated data)."""
     similarity: float = 1.0
     """Cosine similarity between the prompt and the event it was understood as."""
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """(384,) unit sentence embedding of `prompt` (filled by the console); world models are
+    conditioned on it. None: the model looks the event's name up in its own paraphrase bank."""
 
 
 @dataclass

@@ -61,6 +61,8 @@ class WorldModel(Protocol):
     """How many past frames the model conditions on."""
     resolution: int
     """Square frame size the model works at."""
+    train_window: int
+    """T: steps per training example (Batch.frames has T+1 frames)."""
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss (scalar) and named scalars for logging."""

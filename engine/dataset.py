@@ -1,0 +1,508 @@
+"""Recordings on disk: a crash-safe chunked `Recorder` and the numpy-only reader `open_dataset`.
+
+Layout (documented for outside readers in docs/DATASET.md):
+
+    ROOT/episode-000000/meta.json                  game, actions, seed, timestamps, format version
+    ROOT/episode-000000/start.npz                  observation: (H, W, 3) uint8, the reset frame
+    ROOT/episode-000000/steps-00000000-00000015.npz  steps [0, 15): the *next* observations,
+                                                   actions, rewards, terminations, truncations,
+                                                   audio, events
+
+Every file is written to a hidden temp name, fsynced and renamed into place, so a file either
+exists whole or not at all; a kill -9 loses only the chunk being filled (about one second of
+play). Episode directories are claimed with mkdir, which is atomic, so several processes can
+append to the same root without colliding.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import time
+import warnings
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.errors import UserError
+from engine.simulator import GameSpec, Step, WorldEvent
+
+FORMAT = "neural-arcade-episode"
+FORMAT_VERSION = 1
+META_FILE = "meta.json"
+START_FILE = "start.npz"
+EPISODE_RE = re.compile(r"^episode-(\d{6,})$")
+CHUNK_RE = re.compile(r"^steps-(\d{8,})-(\d{8,})\.npz$")
+STEP_FIELDS = ("observations", "actions", "rewards", "terminations", "truncations", "audio", "events")
+
+
+class DatasetWarning(UserWarning):
+    """A recording was damaged or unfinished; the readable part is still returned."""
+
+
+def episode_dirname(episode_id: int) -> str:
+    return f"episode-{episode_id:06d}"
+
+
+def chunk_filename(start: int, end: int) -> str:
+    return f"steps-{start:08d}-{end:08d}.npz"
+
+
+# --------------------------------------------------------------------------- writing helpers
+
+
+def npz_bytes(arrays: dict[str, np.ndarray], compresslevel: int = 1) -> bytes:
+    """An .npz archive (what np.savez_compressed writes) at a chosen zlib level.
+
+    numpy always uses level 6; level 1 is ~2x faster on Atari frames for ~2x the size, which is
+    what keeps collection above 2,000 steps/s. No pickle: object arrays are refused.
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compresslevel) as zf:
+        for name, arr in arrays.items():
+            arr = np.ascontiguousarray(arr)
+            if arr.dtype.hasobject:
+                raise ValueError(f"{name}: object arrays would need pickle")
+            with zf.open(name + ".npy", "w") as member:
+                # npy header, then the raw bytes straight from the array (no tobytes() copy)
+                np.lib.format.write_array_header_1_0(member, np.lib.format.header_data_from_array_1_0(arr))
+                member.write(arr.reshape(-1).view(np.uint8).data)
+    return buf.getvalue()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` so that `path` is either its old self or complete: temp + fsync + rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:  # make the rename itself durable (power loss); not possible on every platform
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def episode_ids(root: Path) -> list[int]:
+    """Ids of the episode directories under `root`, ascending."""
+    if not root.is_dir():
+        return []
+    ids = [int(m.group(1)) for p in root.iterdir() if (m := EPISODE_RE.match(p.name)) and p.is_dir()]
+    return sorted(ids)
+
+
+def reserve_episode_ids(root: str | Path, count: int) -> list[int]:
+    """Claim `count` new episode ids under `root` (mkdir is atomic: concurrent callers never share one).
+
+    Collection reserves ids up front so that episode k of a run lands in the k-th id whatever
+    the number of worker processes. A reserved directory stays empty until its recorder starts.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    existing = episode_ids(root)
+    next_id = existing[-1] + 1 if existing else 0
+    claimed: list[int] = []
+    while len(claimed) < count:
+        try:
+            os.mkdir(root / episode_dirname(next_id))
+            claimed.append(next_id)
+        except FileExistsError:
+            pass
+        next_id += 1
+    return claimed
+
+
+def encode_events(events: Sequence[WorldEvent]) -> str:
+    """One step's active events as a JSON list of [name, prompt] pairs; "" when none."""
+    if not events:
+        return ""
+    return json.dumps([[e.name, e.prompt] for e in events], ensure_ascii=False)
+
+
+def decode_events(text: str) -> tuple[tuple[str, str], ...]:
+    if not text:
+        return ()
+    return tuple((str(name), str(prompt)) for name, prompt in json.loads(text))
+
+
+def _now() -> tuple[str, float]:
+    unix = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(unix)), unix
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+def _check_root_game(root: Path, spec_name: str) -> None:
+    """Refuse to mix games in one root: a world model trains on one game."""
+    for eid in episode_ids(root):
+        meta = _read_meta(root / episode_dirname(eid))
+        if meta is not None:
+            if meta["game"] != spec_name:
+                raise UserError(f"{root} already holds {meta['game']!r} episodes; record "
+                                f"{spec_name!r} into another directory")
+            return
+
+
+# --------------------------------------------------------------------------- Recorder
+
+
+class Recorder:
+    """Append episodes to a dataset root, one ~1 s chunk at a time, crash-safe.
+
+    Args:
+        root: dataset directory; created if needed. Unwritable -> UserError right away.
+        spec: the game being recorded (a root holds one game).
+        chunk_steps: steps per chunk file; default ceil(spec.steps_per_second), one second of play.
+        extra_meta: JSON-able dict stored under "extra" in every episode's meta.json.
+        compresslevel: zlib level of the chunk files (1 = fastest).
+    """
+
+    def __init__(self, root: str | Path, spec: GameSpec, *, chunk_steps: int | None = None,
+                 extra_meta: dict[str, Any] | None = None, compresslevel: int = 1) -> None:
+        self.root = Path(root)
+        self.spec = spec
+        self.chunk_steps = int(chunk_steps or math.ceil(spec.steps_per_second))
+        if self.chunk_steps < 1:
+            raise ValueError("chunk_steps must be >= 1")
+        self.extra_meta = dict(extra_meta or {})
+        self.compresslevel = compresslevel
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test.{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise UserError(f"cannot record into {root}: {err.strerror or err}") from None
+        _check_root_game(self.root, spec.name)
+        self._dir: Path | None = None
+        self._meta: dict[str, Any] = {}
+        self._buf: dict[str, list[Any]] = {}
+        self._written = 0  # steps already on disk in the open episode
+        self._audio_len: int | None = None
+        self._frame_shape: tuple[int, ...] = ()
+        self._closing = False
+
+    @property
+    def recording(self) -> bool:
+        return self._dir is not None
+
+    @property
+    def episode_dir(self) -> Path | None:
+        return self._dir
+
+    @property
+    def num_steps(self) -> int:
+        """Steps added to the open episode so far (written or buffered)."""
+        return self._written + len(self._buf.get("actions", ()))
+
+    def begin_episode(self, first_frame: np.ndarray, seed: int | None, *,
+                      episode_id: int | None = None) -> Path:
+        """Start an episode from its reset frame; ends the open one first. Returns its directory.
+
+        `episode_id` must come from `reserve_episode_ids`; None claims the next free id.
+        """
+        if self._dir is not None:
+            self.end_episode()
+        frame = np.asarray(first_frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"frames must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+        if episode_id is None:
+            episode_id = reserve_episode_ids(self.root, 1)[0]
+        path = self.root / episode_dirname(episode_id)
+        if not path.is_dir() or any(path.iterdir()):
+            raise ValueError(f"{path} is not a reserved, empty episode directory")
+        started, started_unix = _now()
+        spec = self.spec
+        self._meta = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "episode_id": episode_id,
+            "game": spec.name, "env_id": spec.env_id, "family": spec.family,
+            "action_meanings": list(spec.action_meanings), "steps_per_second": spec.steps_per_second,
+            "frameskip": spec.frameskip, "audio_rate": spec.audio_rate, "seed": seed,
+            "observation_shape": list(frame.shape), "chunk_steps": self.chunk_steps,
+            "start_time": started, "start_unix": started_unix, "end_time": None, "end_unix": None,
+            "complete": False, "num_steps": None, "extra": self.extra_meta,
+        }
+        # start.npz before meta.json: a directory with a meta file always has its first frame.
+        write_atomic(path / START_FILE, npz_bytes({"observation": frame}, self.compresslevel))
+        write_atomic(path / META_FILE, json.dumps(self._meta, indent=1).encode())
+        self._dir = path
+        self._buf = {k: [] for k in STEP_FIELDS}
+        self._written = 0
+        self._audio_len = None
+        self._frame_shape = frame.shape
+        return path
+
+    def add(self, action: int, step: Step, events: Sequence[WorldEvent] = ()) -> None:
+        """Record one step: the action taken and what the simulator returned for it."""
+        if self._dir is None:
+            raise RuntimeError("add() before begin_episode()")
+        if step.frame.shape != self._frame_shape or step.frame.dtype != np.uint8:
+            raise ValueError(f"frame {step.frame.shape} {step.frame.dtype} differs from the "
+                             f"episode's {self._frame_shape} uint8")
+        audio = None if step.audio is None else np.asarray(step.audio, dtype=np.uint8).reshape(-1)
+        n_audio = -1 if audio is None else audio.shape[0]
+        if self._audio_len is None:
+            self._audio_len = n_audio
+        elif n_audio != self._audio_len:
+            raise ValueError(f"audio of {n_audio} samples in a step; earlier steps had {self._audio_len}")
+        buf = self._buf
+        buf["observations"].append(step.frame)
+        buf["actions"].append(int(action))
+        buf["rewards"].append(float(step.reward))
+        buf["terminations"].append(bool(step.terminated))
+        buf["truncations"].append(bool(step.truncated))
+        buf["audio"].append(audio)
+        buf["events"].append(encode_events(events))
+        if len(buf["actions"]) >= self.chunk_steps:
+            self._flush()
+
+    def _flush(self) -> None:
+        buf = self._buf
+        n = len(buf["actions"])
+        if n == 0 or self._dir is None:
+            return
+        arrays = {
+            "observations": np.stack(buf["observations"]),
+            "actions": np.asarray(buf["actions"], dtype=np.int32),
+            "rewards": np.asarray(buf["rewards"], dtype=np.float32),
+            "terminations": np.asarray(buf["terminations"], dtype=bool),
+            "truncations": np.asarray(buf["truncations"], dtype=bool),
+            "events": np.asarray(buf["events"], dtype=np.str_),
+        }
+        if self._audio_len is not None and self._audio_len >= 0:
+            arrays["audio"] = np.stack(buf["audio"])
+        start = self._written
+        write_atomic(self._dir / chunk_filename(start, start + n), npz_bytes(arrays, self.compresslevel))
+        self._written += n
+        self._buf = {k: [] for k in STEP_FIELDS}
+
+    def end_episode(self) -> None:
+        """Flush the last partial chunk and mark the episode complete in meta.json."""
+        if self._dir is None:
+            return
+        try:
+            self._flush()
+            ended, ended_unix = _now()
+            self._meta.update(end_time=ended, end_unix=ended_unix, complete=True, num_steps=self._written)
+            write_atomic(self._dir / META_FILE, json.dumps(self._meta, indent=1).encode())
+        finally:
+            self._dir = None
+            self._buf = {}
+
+    def close(self) -> None:
+        """End any open episode. Safe to call twice, from `finally` or a signal handler."""
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            self.end_episode()
+        finally:
+            self._closing = False
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class EpisodeInfo:
+    """What `open_dataset` learns from file names and meta.json, without reading any frames."""
+
+    id: int
+    path: Path
+    num_steps: int
+    """Steps readable as far as the chunk names tell (a corrupt chunk found later lowers it)."""
+    complete: bool
+    """False when the recording process died before end_episode()."""
+    meta: dict[str, Any]
+    chunks: list[tuple[int, int, Path]] = field(repr=False, default_factory=list)
+
+
+@dataclass
+class Episode:
+    """One episode, Minari-style. N steps; observations[0] is the reset frame."""
+
+    observations: np.ndarray  # (N+1, H, W, 3) uint8
+    actions: np.ndarray  # (N,) int32
+    rewards: np.ndarray  # (N,) float32
+    terminations: np.ndarray  # (N,) bool
+    truncations: np.ndarray  # (N,) bool
+    audio: np.ndarray | None  # (N, S) uint8 samples at meta["audio_rate"], or None
+    events: list[tuple[tuple[str, str], ...]]  # per step: active (name, prompt) pairs
+    meta: dict[str, Any]
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.actions.shape[0])
+
+
+def spec_from_meta(meta: dict[str, Any]) -> GameSpec:
+    return GameSpec(name=meta["game"], env_id=meta["env_id"], family=meta["family"],
+                    action_meanings=tuple(meta["action_meanings"]),
+                    steps_per_second=float(meta["steps_per_second"]), frameskip=int(meta["frameskip"]),
+                    audio_rate=int(meta["audio_rate"]))
+
+
+def _scan_chunks(path: Path) -> tuple[list[tuple[int, int, Path]], str | None]:
+    """The contiguous run of chunk files from step 0, and a note about anything after a gap."""
+    found = sorted((int(m.group(1)), int(m.group(2)), p) for p in path.iterdir()
+                   if (m := CHUNK_RE.match(p.name)))
+    chunks: list[tuple[int, int, Path]] = []
+    for start, end, p in found:
+        expected = chunks[-1][1] if chunks else 0
+        if start != expected or end <= start:
+            return chunks, f"{p.name} does not continue step {expected}"
+        chunks.append((start, end, p))
+    return chunks, None
+
+
+class Dataset:
+    """A dataset root opened for reading. `episodes` lists the usable ones in id order."""
+
+    def __init__(self, root: Path, spec: GameSpec, episodes: list[EpisodeInfo]) -> None:
+        self.root = root
+        self.spec = spec
+        self.episodes = episodes
+        self._warned: set[Path] = set()
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def num_steps(self) -> int:
+        return sum(e.num_steps for e in self.episodes)
+
+    def read(self, i: int, fields: Iterable[str]) -> dict[str, np.ndarray]:
+        """Concatenate the chosen per-step arrays of episode i, decompressing only those.
+
+        A chunk that cannot be read is skipped with one warning naming it, and the steps after
+        it are dropped too (observations must stay contiguous); `episodes[i].num_steps` shrinks.
+        """
+        info = self.episodes[i]
+        fields = tuple(fields)
+        parts: dict[str, list[np.ndarray]] = {f: [] for f in fields}
+        kept = 0
+        for start, end, path in info.chunks:
+            try:
+                with np.load(path, allow_pickle=False) as npz:
+                    got = {f: npz[f] for f in fields if f in npz.files or f != "audio"}
+                for f, arr in got.items():
+                    if arr.shape[0] != end - start:
+                        raise ValueError(f"{f} holds {arr.shape[0]} steps, expected {end - start}")
+            except Exception as err:  # zip, zlib, npy header, missing member: all mean unreadable
+                if path not in self._warned:
+                    self._warned.add(path)
+                    warnings.warn(f"skipping unreadable chunk {path} ({type(err).__name__}: {err}); "
+                                  f"dropped steps {start}..{info.num_steps} of episode {info.id}",
+                                  DatasetWarning, stacklevel=2)
+                info.chunks = info.chunks[:kept]
+                info.num_steps = start
+                break
+            for f, arr in got.items():
+                parts[f].append(arr)
+            kept += 1
+        out: dict[str, np.ndarray] = {}
+        for f in fields:
+            if parts[f]:
+                out[f] = np.concatenate(parts[f])
+            elif f != "audio" or not info.chunks:
+                out[f] = _empty(f, info.meta)
+        return out
+
+    def first_observation(self, i: int) -> np.ndarray:
+        with np.load(self.episodes[i].path / START_FILE, allow_pickle=False) as npz:
+            return npz["observation"]
+
+    def load_frames(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Fast path for training: (observations (N+1,H,W,3) uint8, actions (N,) int32)."""
+        cols = self.read(i, ("observations", "actions"))
+        first = self.first_observation(i)[None]
+        return np.concatenate([first, cols["observations"]]), cols["actions"]
+
+    def load(self, i: int) -> Episode:
+        info = self.episodes[i]
+        cols = self.read(i, STEP_FIELDS)
+        obs = np.concatenate([self.first_observation(i)[None], cols["observations"]])
+        return Episode(observations=obs, actions=cols["actions"], rewards=cols["rewards"],
+                       terminations=cols["terminations"], truncations=cols["truncations"],
+                       audio=cols.get("audio"), events=[decode_events(str(t)) for t in cols["events"]],
+                       meta=info.meta)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return (self.load(i) for i in range(len(self)))
+
+
+def _empty(name: str, meta: dict[str, Any]) -> np.ndarray:
+    shapes: dict[str, tuple[tuple[int, ...], Any]] = {
+        "observations": ((0, *meta["observation_shape"]), np.uint8), "actions": ((0,), np.int32),
+        "rewards": ((0,), np.float32), "terminations": ((0,), bool), "truncations": ((0,), bool),
+        "events": ((0,), np.str_), "audio": ((0, 0), np.uint8)}
+    shape, dtype = shapes[name]
+    return np.zeros(shape, dtype)
+
+
+def open_dataset(root: str | Path) -> Dataset:
+    """Open a dataset root. Warns once about unfinished/damaged episodes and keeps what is readable.
+
+    Raises UserError when the root is missing, holds no episodes, or mixes games.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"no dataset at {root} (not a directory)")
+    episodes: list[EpisodeInfo] = []
+    notes: list[str] = []
+    games: dict[str, int] = {}
+    for eid in episode_ids(root):
+        path = root / episode_dirname(eid)
+        meta = _read_meta(path)
+        if meta is None:
+            if any(path.iterdir()):
+                notes.append(f"{path.name}: no readable {META_FILE}, skipped")
+            continue  # an empty directory is a reserved id whose recording never started
+        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise UserError(f"{path} uses format version {meta['format_version']}; "
+                            f"this reader knows up to {FORMAT_VERSION}")
+        chunks, gap = _scan_chunks(path)
+        num_steps = chunks[-1][1] if chunks else 0
+        complete = bool(meta.get("complete"))
+        if gap:
+            notes.append(f"{path.name}: {gap}; kept {num_steps} steps")
+        elif not complete:
+            notes.append(f"{path.name}: unfinished (recording stopped), kept {num_steps} steps")
+        elif meta.get("num_steps") is not None and num_steps != meta["num_steps"]:
+            notes.append(f"{path.name}: {num_steps} of {meta['num_steps']} steps on disk")
+        if num_steps == 0:
+            continue
+        games[meta["game"]] = games.get(meta["game"], 0) + 1
+        episodes.append(EpisodeInfo(eid, path, num_steps, complete, meta, chunks))
+    if len(games) > 1:
+        listed = ", ".join(f"{g} ({n} episodes)" for g, n in sorted(games.items()))
+        raise UserError(f"{root} mixes games: {listed}; keep one game per directory")
+    if notes:
+        warnings.warn(f"{root}: " + "; ".join(notes), DatasetWarning, stacklevel=2)
+    if not episodes:
+        raise UserError(f"no readable episodes in {root}")
+    return Dataset(root, spec_from_meta(episodes[0].meta), episodes)

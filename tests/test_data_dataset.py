@@ -1,0 +1,193 @@
+"""Recorder -> reader round trips on the real Breakout emulator, crash safety, damaged chunks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.dataset import (
+    DatasetWarning,
+    Recorder,
+    open_dataset,
+    reserve_episode_ids,
+)
+from engine.errors import UserError
+from engine.games import make_simulator
+from engine.simulator import WorldEvent
+
+RAIN = WorldEvent("rain", "make it rain")
+NIGHT = WorldEvent("night", "night falls")
+
+
+def play(root: Path, steps: int, seed: int, *, game: str = "breakout", chunk_steps: int | None = None,
+         events: bool = False) -> dict[str, list]:
+    """Play `steps` random steps of the real game, recording them; return what was played."""
+    sim = make_simulator(game, seed=seed)
+    rng = np.random.default_rng(seed)
+    played: dict[str, list] = {"frames": [], "actions": [], "rewards": [], "term": [], "audio": [],
+                               "events": []}
+    with Recorder(root, sim.spec, chunk_steps=chunk_steps, extra_meta={"who": "test"}) as rec:
+        frame = sim.reset(seed=seed)
+        rec.begin_episode(frame, seed)
+        played["frames"].append(frame.copy())
+        for t in range(steps):
+            action = int(rng.integers(sim.spec.num_actions))
+            active = ([RAIN] if 20 <= t < 60 else []) + ([NIGHT] if 40 <= t < 80 else []) if events else []
+            step = sim.step(action, active)
+            rec.add(action, step, active)
+            played["frames"].append(step.frame.copy())
+            played["actions"].append(action)
+            played["rewards"].append(step.reward)
+            played["term"].append(step.terminated)
+            played["audio"].append(None if step.audio is None else step.audio.copy())
+            played["events"].append(tuple((e.name, e.prompt) for e in active))
+            if step.terminated or step.truncated:
+                break
+    sim.close()
+    return played
+
+
+def test_round_trip_equals_what_was_played(tmp_path: Path) -> None:
+    played = play(tmp_path, 100, seed=1, events=True)
+    ds = open_dataset(tmp_path)
+    assert ds.spec.name == "breakout" and len(ds) == 1
+    info = ds.episodes[0]
+    assert info.complete and info.num_steps == len(played["actions"])
+    ep = ds.load(0)
+    np.testing.assert_array_equal(ep.observations, np.stack(played["frames"]))
+    np.testing.assert_array_equal(ep.actions, played["actions"])
+    np.testing.assert_array_equal(ep.rewards, np.asarray(played["rewards"], np.float32))
+    np.testing.assert_array_equal(ep.terminations, played["term"])
+    assert ep.audio is not None and ep.audio.shape == (ep.num_steps, 4 * 512)
+    np.testing.assert_array_equal(ep.audio, np.stack(played["audio"]))
+    assert ep.events == played["events"]
+    assert ep.events[50] == (("rain", "make it rain"), ("night", "night falls"))
+    meta = ep.meta
+    assert meta["seed"] == 1 and meta["frameskip"] == 4 and meta["complete"]
+    assert meta["action_meanings"] == list(ds.spec.action_meanings)
+    assert meta["extra"] == {"who": "test"} and meta["end_unix"] >= meta["start_unix"]
+    obs, actions = ds.load_frames(0)
+    np.testing.assert_array_equal(obs, ep.observations)
+    np.testing.assert_array_equal(actions, ep.actions)
+
+
+def test_sessions_append_as_new_ordered_episodes(tmp_path: Path) -> None:
+    play(tmp_path, 20, seed=1)
+    play(tmp_path, 30, seed=2)
+    ds = open_dataset(tmp_path)
+    assert [e.id for e in ds.episodes] == [0, 1]
+    assert [e.meta["seed"] for e in ds.episodes] == [1, 2]
+    assert reserve_episode_ids(tmp_path, 3) == [2, 3, 4]
+
+
+def test_numpy_alone_reads_it(tmp_path: Path) -> None:
+    """The recipe of docs/DATASET.md: np.load + json, no project code."""
+    played = play(tmp_path, 40, seed=4)
+    ep = tmp_path / "episode-000000"
+    meta = json.loads((ep / "meta.json").read_text())
+    first = np.load(ep / "start.npz")["observation"][None]
+    chunks = [np.load(p) for p in sorted(ep.glob("steps-*.npz"))]
+    obs = np.concatenate([first] + [c["observations"] for c in chunks])
+    np.testing.assert_array_equal(obs, np.stack(played["frames"]))
+    assert meta["game"] == "breakout" and len(chunks) == 3  # 40 steps in chunks of 15
+
+
+def test_corrupt_chunk_is_skipped_with_one_warning(tmp_path: Path) -> None:
+    played = play(tmp_path, 60, seed=5)
+    victim = tmp_path / "episode-000000" / "steps-00000015-00000030.npz"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 3: len(data) // 3 + 64] = b"\xff" * 64
+    victim.write_bytes(bytes(data))
+    ds = open_dataset(tmp_path)
+    with pytest.warns(DatasetWarning, match="steps-00000015-00000030.npz") as caught:
+        ep = ds.load(0)
+    assert len([w for w in caught if issubclass(w.category, DatasetWarning)]) == 1
+    assert ep.num_steps == 15 and ds.episodes[0].num_steps == 15
+    np.testing.assert_array_equal(ep.observations, np.stack(played["frames"][:16]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ds.load(0).num_steps == 15  # reported once, not on every load
+
+
+def test_truncated_chunk_file_and_missing_meta(tmp_path: Path) -> None:
+    play(tmp_path, 30, seed=6)
+    (tmp_path / "episode-000001").mkdir()  # reserved id that never started: ignored silently
+    victim = tmp_path / "episode-000000" / "steps-00000000-00000015.npz"
+    victim.write_bytes(victim.read_bytes()[:100])
+    ds = open_dataset(tmp_path)
+    with pytest.warns(DatasetWarning, match="steps-00000000-00000015"):
+        assert ds.load(0).num_steps == 0
+
+
+def test_bad_roots(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="cannot record"):
+        Recorder(blocker / "sub", make_simulator("breakout").spec)
+    with pytest.raises(UserError, match="no dataset"):
+        open_dataset(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no readable episodes"):
+        open_dataset(tmp_path / "empty")
+
+
+def test_one_game_per_root(tmp_path: Path) -> None:
+    play(tmp_path / "a", 5, seed=0)
+    with pytest.raises(UserError, match="already holds 'breakout'"):
+        Recorder(tmp_path / "a", make_simulator("pong").spec)
+    play(tmp_path / "b", 5, seed=0, game="pong")
+    os.rename(tmp_path / "b" / "episode-000000", tmp_path / "a" / "episode-000007")
+    with pytest.raises(UserError, match="mixes games"):
+        open_dataset(tmp_path / "a")
+
+
+KILLED_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from engine.dataset import Recorder
+    from engine.games import make_simulator
+    sim = make_simulator("breakout", seed=3)
+    rec = Recorder(sys.argv[1], sim.spec)
+    rec.begin_episode(sim.reset(seed=3), 3)
+    rng = np.random.default_rng(3)
+    t = 0
+    while True:
+        # FIRE only first: once the ball is lost it waits, so the episode never ends.
+        action = 1 if t == 0 else int(rng.choice([0, 2, 3]))
+        rec.add(action, sim.step(action))
+        t += 1
+        print(t, flush=True)
+""")
+
+
+def test_sigkill_mid_episode_keeps_all_but_the_last_second(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_SCRIPT, str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    played = 0
+    for line in proc.stdout:
+        played = int(line)
+        if played >= 100:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with pytest.warns(DatasetWarning, match="unfinished") as caught:
+        ds = open_dataset(tmp_path)
+        ep = ds.load(0)
+    assert len(caught) == 1
+    assert not ds.episodes[0].complete
+    assert ep.num_steps >= played - 15  # at most one second (15 steps) lost
+    # What was read back is exactly what was played: replay the same seed and actions.
+    sim = make_simulator("breakout", seed=3)
+    np.testing.assert_array_equal(ep.observations[0], sim.reset(seed=3))
+    for t, action in enumerate(ep.actions):
+        np.testing.assert_array_equal(ep.observations[t + 1], sim.step(int(action)).frame)

@@ -1,0 +1,163 @@
+"""Simulator-side state of the frame loop and the worker that runs it.
+
+Every `_Session` method runs on one thread (the loop's worker, or the caller when headless):
+the simulator, the real game of split view, the autopilot and the recorder are only ever
+touched from there, so none of them needs to be thread-safe.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from engine.simulator import Simulator, Step, WorldEvent
+
+
+class Policy(Protocol):
+    def reset(self) -> None: ...
+    def act(self, frame: np.ndarray, sim: Simulator) -> int: ...
+
+
+class Recorder(Protocol):
+    def begin_episode(self, first_frame: np.ndarray, seed: int | None) -> Any: ...
+    def add(self, action: int, step: Step, events: Sequence[WorldEvent]) -> Any: ...
+    def end_episode(self) -> Any: ...
+    def close(self) -> Any: ...
+
+
+@dataclass
+class Outcome:
+    """What the worker hands back after one job (reset, step or split toggle)."""
+
+    frame: np.ndarray
+    step: Step | None = None
+    action: int = 0
+    ms: float = 0.0
+    real_frame: np.ndarray | None = None
+    psnr: float | None = None
+
+
+def resize_area(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W, C) uint8 -> (height, width, C) uint8 by averaging each output pixel's source box."""
+    h, w = frame.shape[:2]
+    if (h, w) == (height, width):
+        return frame
+    rows = (np.arange(height) * h) // height
+    cols = (np.arange(width) * w) // width
+    sums = np.add.reduceat(np.add.reduceat(frame.astype(np.float32), rows, axis=0), cols, axis=1)
+    counts = np.diff(np.append(rows, h))[:, None, None] * np.diff(np.append(cols, w))[None, :, None]
+    return np.clip(np.rint(sums / counts), 0, 255).astype(np.uint8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between two uint8 frames of the same shape (capped at 99 for identical)."""
+    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
+    return 99.0 if mse <= 1e-10 else float(10.0 * np.log10(255.0 ** 2 / mse))
+
+
+class Session:
+    """Simulator-side state; every method runs on the worker thread (or inline when headless)."""
+
+    def __init__(self, sim: Simulator, recorder: Recorder | None, policy: Policy | None,
+                 seed: int, make_real: Callable[[], Simulator] | None) -> None:
+        self.sim, self.recorder, self.policy = sim, recorder, policy
+        self.make_real = make_real
+        self.real: Simulator | None = None
+        self.next_seed = seed
+        self.frame: np.ndarray | None = None
+        self.recording = False
+
+    def reset(self) -> Outcome:
+        if self.recorder is not None and self.recording:
+            self.recording = False
+            self.recorder.end_episode()
+        seed, self.next_seed = self.next_seed, self.next_seed + 1
+        self.frame = self.sim.reset(seed)
+        real_frame = self.real.reset(seed) if self.real is not None else None
+        if self.policy is not None:
+            self.policy.reset()
+        if self.recorder is not None:
+            self.recorder.begin_episode(self.frame, seed)
+            self.recording = True
+        return self._outcome(Outcome(self.frame, real_frame=real_frame))
+
+    def step(self, action: int, events: tuple[WorldEvent, ...]) -> Outcome:
+        if self.policy is not None:
+            assert self.frame is not None
+            action = self.policy.act(self.frame, self.sim)
+        t0 = time.perf_counter()
+        st = self.sim.step(action, events)
+        ms = (time.perf_counter() - t0) * 1000.0
+        real_frame = self.real.step(action, events).frame if self.real is not None else None
+        if self.recorder is not None:
+            self.recorder.add(action, st, events)
+        self.frame = st.frame
+        return self._outcome(Outcome(st.frame, step=st, action=action, ms=ms, real_frame=real_frame))
+
+    def _outcome(self, out: Outcome) -> Outcome:
+        if out.real_frame is not None:  # divergence at the model's resolution
+            h, w = out.frame.shape[:2]
+            out.psnr = psnr(out.frame, resize_area(out.real_frame, h, w))
+        return out
+
+    def set_split(self, on: bool) -> Outcome:
+        """Start (or stop) the real game beside the neural one; both restart together."""
+        if on and self.real is None and self.make_real is not None:
+            self.real = self.make_real()
+        elif not on and self.real is not None:
+            self.real.close()
+            self.real = None
+        self.next_seed -= 1  # same episode seed again, now on both sides
+        return self.reset()
+
+    def set_sampler(self, name: str) -> None:
+        neural: Any = self.sim  # only neural simulators have sampler presets
+        neural.set_sampler(name)
+
+    def close(self) -> None:
+        try:
+            if self.recorder is not None:
+                if self.recording:
+                    self.recording = False
+                    self.recorder.end_episode()
+                self.recorder.close()
+        finally:
+            if self.real is not None:
+                self.real.close()
+
+
+class Runner:
+    """Runs one session job at a time: on a worker thread, or inline (headless)."""
+
+    def __init__(self, threaded: bool) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="simulator") if threaded else None
+        self._future: Future[Any] | None = None
+        self._done: list[Any] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._pool is None:
+            self._done.append(fn(*args))
+        else:
+            self._future = self._pool.submit(fn, *args)
+
+    @property
+    def idle(self) -> bool:
+        return self._future is None and not self._done
+
+    def poll(self) -> Any | None:
+        """The finished job's result (re-raising its exception), or None if none finished."""
+        if self._done:
+            return self._done.pop()
+        if self._future is not None and self._future.done():
+            future, self._future = self._future, None
+            return future.result()
+        return None
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)

@@ -1,0 +1,76 @@
+"""EDM preconditioning and training loss (Karras et al. 2022, "Elucidating the Design Space").
+
+`Denoiser` turns the raw network F into the denoiser D(x; sigma) = c_skip x + c_out F(c_in x,
+c_noise) (EDM Table 1); the sampler only ever calls `Denoiser.forward(x, sigma, prep)`.
+`EDMLoss` draws sigma from a log-normal and regresses F on its effective target, which equals
+EDM's weighted loss lambda(sigma) ||D(x + n) - x||^2 with lambda = 1 / c_out^2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.diffusion.unet import Prepared, UNet
+
+
+@dataclass(frozen=True)
+class EDMConfig:
+    sigma_data: float = 0.5
+    """Standard deviation of the data (frames in [-1, 1])."""
+    p_mean: float = -0.4
+    """Mean of ln(sigma) during training."""
+    p_std: float = 1.2
+    """Standard deviation of ln(sigma) during training."""
+    offset_noise: float = 0.3
+    """Scale of per-channel constant noise added to the training noise (DIAMOND uses 0.3); it
+    lets the model change a frame's overall brightness (e.g. a "night" event)."""
+
+
+class Denoiser(nn.Module):
+    """D(x; sigma): the preconditioned network; returns the denoised frame estimate."""
+
+    def __init__(self, net: UNet, cfg: EDMConfig) -> None:
+        super().__init__()
+        self.net = net
+        self.cfg = cfg
+
+    def scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """EDM Table 1: c_skip, c_out, c_in, c_noise for sigma (B,); the first three as (B,1,1,1)."""
+        sd = self.cfg.sigma_data
+        s = sigma[:, None, None, None]
+        total = s**2 + sd**2
+        c_skip = sd**2 / total
+        c_out = s * sd / total.sqrt()
+        c_in = 1 / total.sqrt()
+        c_noise = sigma.log() / 4
+        return c_skip, c_out, c_in, c_noise
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, prep: Prepared) -> torch.Tensor:
+        """x: (B, 3, H, W) noisy frame at noise level sigma (B,). Returns D(x; sigma)."""
+        c_skip, c_out, c_in, c_noise = self.scalings(sigma)
+        return c_skip * x + c_out * self.net(c_in * x, c_noise, prep)
+
+
+class EDMLoss:
+    """Denoising loss at log-normally drawn noise levels (EDM Section 5, Table 1)."""
+
+    def __init__(self, cfg: EDMConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, denoiser: Denoiser, clean: torch.Tensor, prep: Prepared) -> torch.Tensor:
+        """clean: (B, 3, H, W) target frames. Returns the per-sample loss (B,)."""
+        b = clean.shape[0]
+        sigma = (self.cfg.p_mean + self.cfg.p_std * torch.randn(b, device=clean.device)).exp()
+        noise = torch.randn_like(clean)
+        if self.cfg.offset_noise > 0:
+            noise = noise + self.cfg.offset_noise * torch.randn(b, clean.shape[1], 1, 1,
+                                                                device=clean.device)
+        noisy = clean + sigma[:, None, None, None] * noise
+        c_skip, c_out, c_in, c_noise = denoiser.scalings(sigma)
+        out = denoiser.net(c_in * noisy, c_noise, prep)
+        # F's target, so that c_skip x + c_out F = clean; MSE on it is lambda-weighted MSE on D.
+        target = (clean - c_skip * noisy) / c_out
+        return (out.float() - target).pow(2).flatten(1).mean(1)

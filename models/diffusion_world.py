@@ -1,0 +1,243 @@
+"""The diffusion world model: an EDM denoiser of the next frame plus a reward/termination head.
+
+Training (`loss`): given T = context_frames past frames and the actions taken at them, denoise
+the next frame (EDM loss), with GameNGen's context-noise augmentation: the past frames get
+Gaussian noise of a random level in [0, context_noise_max], and the level's bucket is an input,
+so the model learns to repair its own imperfect past during long rollouts. A small CNN predicts
+the reward sign and termination from (previous frame, next frame, action).
+
+Play (`start` / `advance`): a rolling window of the last `context_frames` frames and actions;
+each step samples the next frame with the current sampler preset. No horizon cap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.errors import UserError
+from engine.simulator import GameSpec
+from models.config import ConfigError, from_dict
+from models.diffusion.cuda_graph import GraphedFunction
+from models.diffusion.edm import Denoiser, EDMConfig, EDMLoss
+from models.diffusion.sampler import SamplerConfig, initial_noise, karras_sigmas, sample
+from models.diffusion.unet import UNet, UNetConfig
+from models.world import Batch, Prediction
+
+DEFAULT_SAMPLERS = {
+    "fast": SamplerConfig(steps=1, method="euler"),
+    "balanced": SamplerConfig(steps=2, method="euler"),
+    "quality": SamplerConfig(steps=3, method="heun"),
+}
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    channels: int = 32
+    """Width of the first conv of the reward/termination CNN (doubles once)."""
+    reward_weight: float = 0.5
+    termination_weight: float = 0.5
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    resolution: int = 64
+    context_frames: int = 4
+    context_noise_max: float = 0.7
+    """Largest std of the Gaussian noise put on past frames in training (GameNGen: 0.7)."""
+    context_noise_buckets: int = 10
+    """Levels 0, max/(n-1), ..., max; the bucket index is embedded (GameNGen: 10 buckets)."""
+    play_context_noise: int = 0
+    """Bucket of noise put on the (generated) context at play time; 0 = none."""
+    sampler: str = "fast"
+    """Sampler preset used by default at play time."""
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    edm: EDMConfig = field(default_factory=EDMConfig)
+    heads: HeadConfig = field(default_factory=HeadConfig)
+    samplers: dict[str, SamplerConfig] = field(default_factory=lambda: dict(DEFAULT_SAMPLERS))
+
+    @staticmethod
+    def parse(data: dict[str, Any]) -> DiffusionConfig:
+        """Build from the `model:` section of a resolved config, naming any unknown key."""
+        data = dict(data)
+        data.pop("family", None)
+        unet = from_dict(UNetConfig, data.pop("unet", None), "model.unet.")
+        edm = from_dict(EDMConfig, data.pop("edm", None), "model.edm.")
+        heads = from_dict(HeadConfig, data.pop("heads", None), "model.heads.")
+        raw_samplers = data.pop("samplers", None)
+        samplers = dict(DEFAULT_SAMPLERS) if raw_samplers is None else {
+            str(name): from_dict(SamplerConfig, value, f"model.samplers.{name}.")
+            for name, value in raw_samplers.items()}
+        cfg = from_dict(DiffusionConfig, data, "model.")
+        cfg = DiffusionConfig(**{**cfg.__dict__, "unet": unet, "edm": edm, "heads": heads,
+                                 "samplers": samplers})
+        if cfg.sampler not in samplers:
+            raise ConfigError(f"model.sampler '{cfg.sampler}' is not one of: {', '.join(samplers)}")
+        if cfg.resolution % (cfg.unet.patch_size * 2 ** (len(cfg.unet.channels) - 1)):
+            raise ConfigError("model.resolution must be divisible by patch_size * 2^(levels-1)")
+        if not 0 <= cfg.play_context_noise < cfg.context_noise_buckets:
+            raise ConfigError("model.play_context_noise must be a bucket index")
+        return cfg
+
+
+class RewardHead(nn.Module):
+    """Reward sign (-1/0/+1 as 3 classes) and termination logit from a transition, ~20 M MACs."""
+
+    def __init__(self, cfg: HeadConfig, num_actions: int) -> None:
+        super().__init__()
+        c = cfg.channels
+        # Input: previous frame, next frame and their difference (what changed is the event).
+        self.convs = nn.Sequential(
+            nn.Conv2d(9, c, 4, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(2 * c, 2 * c, 4, stride=2, padding=1), nn.SiLU())
+        self.action_emb = nn.Embedding(num_actions, 4 * c)
+        self.mlp = nn.Sequential(nn.Linear(4 * c, 4 * c), nn.SiLU(), nn.Linear(4 * c, 4))
+
+    def forward(self, prev: torch.Tensor, nxt: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """prev, nxt: (B, 3, H, W); action: (B,). Returns (B, 4): 3 reward-sign logits, 1 end logit."""
+        h = self.convs(torch.cat([prev, nxt, nxt - prev], dim=1))
+        pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1)  # (B, 4c)
+        return self.mlp(pooled + self.action_emb(action))
+
+
+@dataclass
+class DiffusionState:
+    """Rolling context of a batch of rollouts."""
+
+    frames: torch.Tensor
+    """(B, C, 3, H, W) last C frames in [-1, 1], newest last."""
+    actions: torch.Tensor
+    """(B, C-1) actions taken between them."""
+
+
+class DiffusionWorldModel(nn.Module):
+    """WorldModel family "diffusion" (see models/world.py for the contract)."""
+
+    def __init__(self, cfg: DiffusionConfig, num_actions: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_actions = num_actions
+        self.context_frames = cfg.context_frames
+        self.resolution = cfg.resolution
+        self.train_window = cfg.context_frames
+        self.unet = UNet(cfg.unet, cfg.context_frames, num_actions, cfg.context_noise_buckets)
+        self.denoiser = Denoiser(self.unet, cfg.edm)
+        self.edm_loss = EDMLoss(cfg.edm)
+        self.head = RewardHead(cfg.heads, num_actions)
+        self.samplers = cfg.samplers
+        self.sampler_name = cfg.sampler
+        self._graphs: dict[str, GraphedFunction] | None = None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], spec: GameSpec) -> DiffusionWorldModel:
+        return cls(DiffusionConfig.parse(config.get("model") or {}), spec.num_actions)
+
+    # ----------------------------------------------------------------------------- training
+    def context_noise_level(self, bucket: torch.Tensor) -> torch.Tensor:
+        """Noise std of each bucket index: (B,) long -> (B,) float."""
+        n = self.cfg.context_noise_buckets
+        return bucket.float() * (self.cfg.context_noise_max / max(n - 1, 1))
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        t = self.context_frames
+        if batch.frames.shape[1] < t + 1:
+            raise UserError(f"training windows hold {batch.frames.shape[1]} frames; the model "
+                            f"needs context_frames + 1 = {t + 1}")
+        frames = batch.frames[:, -(t + 1):]  # (B, T+1, 3, H, W)
+        context, target = frames[:, :t], frames[:, t]
+        actions = batch.actions[:, -t:]  # (B, T): action at each context frame
+        events = batch.events[:, -1]  # (B, EVENT_DIM): active while producing the target
+        b = target.shape[0]
+
+        # Context-noise augmentation (GameNGen section 3.2.1): a bucketed level per sample.
+        bucket = torch.randint(0, self.cfg.context_noise_buckets, (b,), device=target.device)
+        level = self.context_noise_level(bucket)
+        noisy_context = context + level[:, None, None, None, None] * torch.randn_like(context)
+
+        prep = self.unet.prepare(noisy_context, actions, bucket, events)
+        denoise = self.edm_loss(self.denoiser, target, prep)  # (B,)
+
+        logits = self.head(context[:, -1], target, actions[:, -1]).float()
+        reward_class = (batch.rewards[:, -1].sign() + 1).long()
+        reward_ce = F.cross_entropy(logits[:, :3], reward_class, reduction="none")
+        end_bce = F.binary_cross_entropy_with_logits(logits[:, 3], batch.terminations[:, -1].float(),
+                                                     reduction="none")
+
+        valid = batch.valid[:, -1].float()
+        denom = valid.sum().clamp(min=1)
+        parts = {"denoise": (denoise * valid).sum() / denom,
+                 "reward": (reward_ce * valid).sum() / denom,
+                 "termination": (end_bce * valid).sum() / denom}
+        total = (parts["denoise"] + self.cfg.heads.reward_weight * parts["reward"]
+                 + self.cfg.heads.termination_weight * parts["termination"])
+        logs = {f"loss/{k}": float(v.detach()) for k, v in parts.items()}
+        logs["context_noise"] = float(level.mean())
+        return total, logs
+
+    # --------------------------------------------------------------------------------- play
+    @property
+    def sampler_presets(self) -> tuple[str, ...]:
+        return tuple(self.samplers)
+
+    def set_sampler(self, name: str) -> None:
+        if name not in self.samplers:
+            raise UserError(f"unknown sampler preset '{name}'; choose one of: {', '.join(self.samplers)}")
+        self.sampler_name = name
+
+    def use_cuda_graphs(self, enabled: bool = True) -> None:
+        """Replay each sampler preset's whole step as one CUDA graph (CUDA, fixed batch size)."""
+        self._graphs = {} if enabled else None
+
+    def start(self, frames: torch.Tensor, actions: torch.Tensor) -> DiffusionState:
+        c = self.context_frames
+        if frames.ndim != 5 or frames.shape[1] != c or actions.shape[1:] != (c - 1,):
+            raise UserError(f"start needs frames (B, {c}, 3, H, W) and actions (B, {c - 1}); got "
+                            f"{tuple(frames.shape)} and {tuple(actions.shape)}")
+        return DiffusionState(frames=frames.float(), actions=actions.long())
+
+    def generate(self, context: torch.Tensor, actions: torch.Tensor, events: torch.Tensor,
+                 noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step as a pure tensor function (what a CUDA graph captures).
+
+        Args:
+            context: (B, C, 3, H, W) past frames; actions: (B, C) long, newest last;
+            events: (B, EVENT_DIM); noise: (B, 3, H, W) start of the sampler at sigma_max.
+        Returns the next frame (B, 3, H, W) in [-1, 1] and the head's logits (B, 4).
+        """
+        cfg = self.samplers[self.sampler_name]
+        bucket = torch.full((context.shape[0],), self.cfg.play_context_noise, device=context.device,
+                            dtype=torch.long)
+        prep = self.unet.prepare(context, actions, bucket, events)
+        sigmas = karras_sigmas(cfg, context.device)
+        frame = sample(lambda x, s: self.denoiser(x, s, prep), noise, sigmas, cfg.method).clamp(-1, 1)
+        logits = self.head(context[:, -1], frame, actions[:, -1])
+        return frame, logits
+
+    def advance(self, state: DiffusionState, action: torch.Tensor, events: torch.Tensor,
+                generator: torch.Generator | None = None) -> tuple[DiffusionState, Prediction]:
+        cfg = self.samplers[self.sampler_name]
+        context = state.frames
+        b, _, _, h, w = context.shape
+        actions = torch.cat([state.actions, action.long().reshape(b, 1)], dim=1)  # (B, C)
+        noise = initial_noise((b, 3, h, w), cfg, context.device, generator)
+        if self.cfg.play_context_noise:
+            level = self.context_noise_level(torch.tensor(self.cfg.play_context_noise))
+            context = context + level * torch.randn(context.shape, generator=generator,
+                                                    device=context.device)
+        events = events.to(context.dtype)
+        if self._graphs is not None and context.is_cuda:
+            graph = self._graphs.setdefault(self.sampler_name, GraphedFunction(self.generate))
+            frame, logits = graph(context, actions, events, noise)
+        else:
+            frame, logits = self.generate(context, actions, events, noise)
+        logits = logits.float()
+        reward = logits[:, :3].argmax(1).float() - 1
+        new_state = DiffusionState(frames=torch.cat([state.frames[:, 1:], frame[:, None].float()], dim=1),
+                                   actions=actions[:, 1:])
+        return new_state, Prediction(frame=frame.float(), reward=reward,
+                                     termination=torch.sigmoid(logits[:, 3]))

@@ -1,0 +1,190 @@
+"""Diffusion world model: sampler, EDM loss on real Breakout frames, rollouts, events, context noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.config import ConfigError, resolve_config
+from models.diffusion.sampler import SamplerConfig, karras_sigmas, sample
+from models.diffusion_world import DiffusionConfig, DiffusionWorldModel
+from models.world import EVENT_DIM, Batch
+
+CONFIG = "assets/configs/breakout-diffusion.yaml"
+
+
+def tiny_model(seed: int = 0, num_actions: int = 4) -> DiffusionWorldModel:
+    torch.manual_seed(seed)
+    config = resolve_config(CONFIG, ["preset=tiny"])
+    return DiffusionWorldModel(DiffusionConfig.parse(config["model"]), num_actions)
+
+
+@pytest.fixture(scope="module")
+def breakout() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Real Breakout play: frames (N+1, 3, 64, 64) in [-1, 1], actions (N,), rewards (N,)."""
+    import ale_py
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+    env = gym.make("ALE/Breakout-v5", repeat_action_probability=0.0)
+    obs, _ = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    frames, actions, rewards = [obs], [], []
+    for _ in range(64):
+        act = int(rng.integers(4))
+        obs, rew, term, trunc, _ = env.step(act)
+        frames.append(obs)
+        actions.append(act)
+        rewards.append(rew)
+        if term or trunc:
+            break
+    env.close()
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(64, 64), mode="area") / 127.5 - 1
+    return x, torch.tensor(actions), torch.tensor(rewards, dtype=torch.float32)
+
+
+def windows(data: tuple[torch.Tensor, ...], t: int, events: bool = True) -> Batch:
+    """Every training window of T+1 frames; every other window carries a random unit event."""
+    frames, actions, rewards = data
+    starts = range(0, actions.shape[0] - t)
+    b = len(starts)
+    ev = torch.zeros(b, t, EVENT_DIM)
+    if events:
+        gen = torch.Generator().manual_seed(1)
+        vec = F.normalize(torch.randn(EVENT_DIM, generator=gen), dim=0)
+        ev[::2] = vec
+    return Batch(
+        frames=torch.stack([frames[s:s + t + 1] for s in starts]),
+        actions=torch.stack([actions[s:s + t] for s in starts]),
+        rewards=torch.stack([rewards[s:s + t] for s in starts]),
+        terminations=torch.zeros(b, t),
+        events=ev,
+        valid=torch.ones(b, t + 1, dtype=torch.bool))
+
+
+def fixed_loss(model: DiffusionWorldModel, batch: Batch) -> float:
+    torch.manual_seed(123)  # same sigmas, noise and context-noise draws before and after
+    with torch.no_grad():
+        return float(model.loss(batch)[0])
+
+
+def test_karras_schedule() -> None:
+    cfg = SamplerConfig(steps=3)
+    sigmas = karras_sigmas(cfg)
+    assert sigmas.shape == (4,)
+    assert sigmas[0] == pytest.approx(5.0) and sigmas[2] == pytest.approx(2e-3) and sigmas[3] == 0
+    assert bool((sigmas[1:] < sigmas[:-1]).all())
+    assert karras_sigmas(SamplerConfig(steps=1)).tolist() == [5.0, 0.0]
+
+
+def test_sampler_calls_and_one_step_is_one_denoise() -> None:
+    calls: list[float] = []
+
+    def denoise(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        calls.append(float(s[0]))
+        return 0.5 * x
+
+    x = torch.randn(2, 3, 8, 8)
+    heun = SamplerConfig(steps=3, method="heun")
+    sample(denoise, x, karras_sigmas(heun), "heun")
+    assert len(calls) == heun.network_calls == 5
+    out = sample(lambda x, s: 0.5 * x, x, karras_sigmas(SamplerConfig(steps=1)), "euler")
+    assert torch.allclose(out, 0.5 * x)
+
+
+def test_sampler_deterministic_for_seed(breakout: tuple[torch.Tensor, ...]) -> None:
+    model = tiny_model().eval()
+    frames, actions, _ = breakout
+    for name in model.sampler_presets:
+        model.set_sampler(name)
+        outs = []
+        for seed in (7, 7, 8):
+            state = model.start(frames[None, :4], actions[None, :3])
+            gen = torch.Generator().manual_seed(seed)
+            with torch.no_grad():
+                _, pred = model.advance(state, actions[3:4], torch.zeros(1, EVENT_DIM), gen)
+            outs.append(pred.frame)
+        assert torch.equal(outs[0], outs[1]), name
+        assert not torch.equal(outs[0], outs[2]), name
+
+
+def test_loss_goes_down_and_events_matter(breakout: tuple[torch.Tensor, ...]) -> None:
+    model = tiny_model()
+    batch = windows(breakout, model.train_window)
+    before = fixed_loss(model, batch)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    torch.manual_seed(0)
+    for _ in range(40):
+        loss, logs = model.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert set(logs) >= {"loss/denoise", "loss/reward", "loss/termination", "context_noise"}
+    after = fixed_loss(model, batch)
+    assert after < 0.8 * before, (before, after)
+
+    # The trained model's next frame is a function of the event vector.
+    model.eval()
+    frames, actions, _ = breakout
+    event = batch.events[0, -1][None]
+    outs = []
+    for ev in (torch.zeros(1, EVENT_DIM), event):
+        state = model.start(frames[None, :4], actions[None, :3])
+        with torch.no_grad():
+            _, pred = model.advance(state, actions[3:4], ev, torch.Generator().manual_seed(0))
+        outs.append(pred.frame)
+    assert (outs[0] - outs[1]).abs().max() > 1e-4
+
+
+def test_context_noise_applied_in_training(breakout: tuple[torch.Tensor, ...]) -> None:
+    model = tiny_model()
+    batch = windows(breakout, model.train_window, events=False)
+    seen: dict[str, torch.Tensor] = {}
+    prepare = model.unet.prepare
+
+    def spy(context: torch.Tensor, actions: torch.Tensor, bucket: torch.Tensor, events: torch.Tensor):
+        seen.update(context=context, bucket=bucket)
+        return prepare(context, actions, bucket, events)
+
+    model.unet.prepare = spy  # type: ignore[method-assign]
+    torch.manual_seed(0)
+    model.loss(batch)
+    clean = batch.frames[:, :model.train_window]
+    diff = (seen["context"] - clean).flatten(1).std(1)  # (B,) measured noise std
+    expected = model.context_noise_level(seen["bucket"])
+    assert seen["bucket"].max() > 0 and seen["bucket"].min() >= 0
+    assert seen["bucket"].max() < model.cfg.context_noise_buckets
+    assert torch.allclose(diff, expected, atol=0.02)
+    assert float(expected.max()) <= model.cfg.context_noise_max + 1e-6
+
+
+def test_rollout_shapes_unbounded(breakout: tuple[torch.Tensor, ...]) -> None:
+    model = tiny_model().eval()
+    frames, actions, _ = breakout
+    state = model.start(frames[None, :4].repeat(2, 1, 1, 1, 1), actions[None, :3].repeat(2, 1))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for i in range(12):  # longer than the context: the window rolls
+            state, pred = model.advance(state, torch.tensor([i % 4, 1]), torch.zeros(2, EVENT_DIM), gen)
+    assert pred.frame.shape == (2, 3, 64, 64)
+    assert pred.reward.shape == (2,) and pred.termination.shape == (2,)
+    assert float(pred.frame.abs().max()) <= 1.0
+    assert set(pred.reward.tolist()) <= {-1.0, 0.0, 1.0}
+    assert state.frames.shape == (2, 4, 3, 64, 64) and state.actions.shape == (2, 3)
+    assert torch.equal(state.frames[:, -1], pred.frame)
+
+
+def test_config_errors() -> None:
+    config = resolve_config(CONFIG, ["preset=tiny"])
+    with pytest.raises(ConfigError, match="model.unet.chanels"):
+        DiffusionConfig.parse({**config["model"], "unet": {"chanels": [8]}})
+    with pytest.raises(ConfigError, match="sampler"):
+        DiffusionConfig.parse({**config["model"], "sampler": "turbo"})
+    for game in ("breakout", "pong", "boxing", "carracing"):
+        for preset in ("tiny", "small", "base"):
+            cfg = resolve_config(f"assets/configs/{game}-diffusion.yaml", [f"preset={preset}"])
+            assert cfg["family"] == "diffusion" and cfg["game"] == game
+            DiffusionConfig.parse(cfg["model"])

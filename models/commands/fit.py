@@ -1,7 +1,178 @@
-"""(placeholder: being written)"""
+"""`train.py fit`: train a world model from recordings into a run directory."""
+
+from __future__ import annotations
 
 import argparse
+import os
+from typing import Any
+
+HELP = "train a world model from recordings"
+DESCRIPTION = """\
+Train a world model (diffusion or autoregressive, as the config says) on recorded episodes and
+write RUN/: model.safetensors + config.yaml (everything play needs) and, for --resume,
+train_state.safetensors + train_state.yaml. Checkpoints are atomic: killing fit at any moment
+leaves the last checkpoint intact, and --resume continues from it (same step count, same
+optimizer state, same batches). Ctrl+C stops after the current step and saves.
+TensorBoard logs go to RUN/tensorboard (tensorboard --logdir RUN).
+Multi-GPU: torchrun --nproc_per_node 8 train.py fit ... (DDP; batch_size is per GPU)."""
+EPILOG = """\
+examples:
+  python train.py fit --config assets/configs/breakout-diffusion.yaml --data data/breakout --out runs/bk
+  python train.py fit --config assets/configs/breakout-diffusion.yaml --data data/breakout --out runs/bk \\
+      --set preset=tiny --steps 50 --device cpu
+  python train.py fit --config assets/configs/breakout-diffusion.yaml --data data/breakout --out runs/bk --resume
+  python train.py fit ... --set train.lr=1e-4 --set model.unet.cond_dim=64"""
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add this module's subcommand(s) to train.py's parser."""
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `fit` subcommand to train.py's parser."""
+    p = sub.add_parser("fit", help=HELP, description=DESCRIPTION, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, metavar="YAML",
+                   help="model config, e.g. assets/configs/breakout-diffusion.yaml")
+    p.add_argument("--data", required=True, metavar="DIR", help="recordings (train.py collect / play.py --record)")
+    p.add_argument("--out", required=True, metavar="RUN", help="run directory to create (or resume)")
+    p.add_argument("--steps", type=int, metavar="N",
+                   help="optimizer steps in all (overrides train.steps; with stages, scales stage_steps)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto: the GPU if there is one, else the CPU with a warning (default)")
+    p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set preset=tiny --set train.lr=1e-4 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
+    p.set_defaults(func=run)
+
+
+def pick_device(name: str) -> Any:
+    """The torch device for --device; under torchrun, this process's GPU."""
+    import torch
+
+    from engine.errors import UserError
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is available to torch here (use --device cpu or auto)")
+    if name == "auto" and not torch.cuda.is_available():
+        print("warning: no CUDA GPU found; training on the CPU (slow beyond the tiny preset)")
+        name = "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    torch.cuda.set_device(local)
+    return torch.device("cuda", local)
+
+
+def load_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Resolve the config file, fill the train section's defaults, apply --set and --steps."""
+    import dataclasses
+
+    from models.config import apply_overrides, resolve_config
+    from models.trainer import TrainConfig
+
+    presets = [s for s in args.set if s.startswith("preset=")]
+    rest = [s for s in args.set if not s.startswith("preset=")]
+    config = resolve_config(args.config, presets)
+    # Defaults first, so `--set train.save_dtype=bfloat16` works even when the file omits it.
+    train = dataclasses.asdict(TrainConfig.parse(config.get("train")))
+    config["train"] = {k: list(v) if isinstance(v, tuple) else v for k, v in train.items()}
+    config = apply_overrides(config, rest)
+    cfg = TrainConfig.parse(config["train"])
+    if args.steps is not None:
+        if args.steps < 1:
+            from engine.errors import UserError
+
+            raise UserError("--steps must be >= 1")
+        if cfg.stages:  # keep the stages' proportions
+            total = sum(cfg.stage_steps)
+            scaled = [max(1, round(n * args.steps / total)) for n in cfg.stage_steps]
+            config["train"]["stage_steps"] = scaled
+        config["train"]["steps"] = args.steps
+    if cfg.stages:
+        config["train"]["steps"] = sum(config["train"]["stage_steps"])
+    return config
+
+
+def check_resume(config: dict[str, Any], saved: dict[str, Any], run_dir: str) -> None:
+    """A resumed run must keep its family, game and model; the train section may change."""
+    from engine.errors import UserError
+
+    game = saved.get("game", {}).get("name") if isinstance(saved.get("game"), dict) else saved.get("game")
+    if config.get("game") and game and str(config["game"]).lower() != game:
+        raise UserError(f"{run_dir} trains {game}, but --config is for {config['game']}")
+    if config.get("family") != saved.get("family"):
+        raise UserError(f"{run_dir} is a {saved.get('family')} run, but --config describes {config.get('family')}")
+    if config.get("model") != saved.get("model"):
+        new, old = config.get("model") or {}, saved.get("model") or {}
+        keys = sorted(k for k in set(new) | set(old) if new.get(k) != old.get(k))
+        raise UserError(f"--resume with another model than {run_dir} was trained with "
+                        f"(model.{keys[0] if keys else '?'} differs); use the same --config and --set")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from engine.dataset import open_dataset
+    from engine.errors import UserError
+    from models.checkpoint import has_run, load_train_state, read_config
+    from models.data import Recordings, describe, split_episodes
+    from models.registry import build_model
+    from models.trainer import TrainConfig, Trainer
+
+    config = load_config(args)
+    cfg = TrainConfig.parse(config["train"])
+    device = pick_device(args.device)
+    state = None
+    if has_run(args.out):
+        if not args.resume:
+            raise UserError(f"{args.out} already holds a run; pass --resume to continue it, or choose another --out")
+        state = load_train_state(args.out)
+        if state is None:
+            raise UserError(f"{args.out} has no train_state.safetensors to resume from (a play-only checkpoint)")
+        check_resume(config, read_config(args.out), args.out)
+    elif args.resume:
+        print(f"note: nothing to resume in {args.out}; starting a new run")
+
+    dataset = open_dataset(args.data)
+    spec = dataset.spec
+    if config.get("game") and str(config["game"]).lower() != spec.name:
+        raise UserError(f"{args.config} is for {config['game']}, but {args.data} holds {spec.name} episodes")
+
+    torch.manual_seed(cfg.seed)
+    model: Any = build_model(config, spec).to(device)
+    bank = event_bank()
+    recs = Recordings(dataset, int(model.resolution), sorted(bank), progress=not args.no_progress)
+    train, held = split_episodes(len(recs.episodes), cfg.holdout_fraction)
+    if not held:
+        print("note: one episode only; no held-out split (held-out loss and eval need two or more)")
+    config["data"] = describe(recs, train, held)
+    start = recs.start_contexts(int(model.context_frames), 8, train)
+    trainer = Trainer(model, config, spec, recs, train, held, bank, start, args.out, device,
+                      progress=not args.no_progress)
+    if state is not None:
+        trainer.resume_from(state)
+        print(f"resuming {args.out} at step {state.step}")
+    first, seconds = trainer.step, trainer.train_seconds
+    logs = trainer.fit()
+    done, seconds = trainer.step - first, trainer.train_seconds - seconds
+    rate = done / seconds if seconds > 0 else 0.0
+    loss = logs.get("loss", float("nan"))
+    if trainer.dist.main:
+        print(f"saved {args.out}: step {trainer.step}/{cfg.total_steps}, loss {loss:.4f}, "
+              f"{done} steps in {seconds:.0f} s on {device} "
+              f"({rate:.2f} steps/s, {rate * cfg.batch_size * trainer.dist.world:.1f} samples/s)")
+    if trainer.step < cfg.total_steps:
+        print(f"stopped early; continue with: python train.py fit ... --out {args.out} --resume")
+        return 130
+    return 0
+
+
+def event_bank() -> dict[str, Any]:
+    """Training-paraphrase embeddings per event; empty (events off) when the bank is unavailable."""
+    from engine.errors import UserError
+
+    try:
+        from models.text import load_event_bank
+
+        return load_event_bank("train")
+    except (ImportError, OSError, UserError) as err:
+        print(f"note: no event embeddings ({err}); training without event conditioning")
+        return {}

@@ -1,0 +1,119 @@
+"""Frame-quality metrics, batched open-loop rollouts and dependency-free PNG output.
+
+Frames are tensors in [-1, 1], (..., 3, H, W); metrics map them to [0, 1] first.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB per frame: (N, 3, H, W) x2 -> (N,). Capped at 100 dB."""
+    mse = ((a.float() - b.float()) / 2).pow(2).flatten(1).mean(1)
+    return (10 * torch.log10(1.0 / mse.clamp(min=1e-10))).clamp(max=100.0)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Structural similarity per frame (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5,
+    K1 0.01, K2 0.03), averaged over channels and valid positions: (N, 3, H, W) x2 -> (N,)."""
+    x, y = (a.float() + 1) / 2, (b.float() + 1) / 2
+    c = x.shape[1]
+    size = min(11, x.shape[-1], x.shape[-2])
+    w = _gaussian_window(size).to(x.device)[None, None].repeat(c, 1, 1, 1)  # (C, 1, k, k)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, w, groups=c)
+
+    mu_x, mu_y = blur(x), blur(y)
+    sxx = blur(x * x) - mu_x**2
+    syy = blur(y * y) - mu_y**2
+    sxy = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1)
+
+
+@torch.no_grad()
+def rollout(model: Any, frames: torch.Tensor, actions: torch.Tensor, events: torch.Tensor,
+            horizon: int, generator: torch.Generator | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Open-loop rollouts of a WorldModel from real context with given actions.
+
+    Args:
+        model: a WorldModel.
+        frames: (B, C, 3, H, W) real context frames in [-1, 1].
+        actions: (B, C-1+horizon) long: the C-1 context actions, then one per generated step.
+        events: (B, C-1+horizon, EVENT_DIM) event vectors aligned with `actions`.
+        horizon: steps to generate.
+    Returns generated frames (B, horizon, 3, H, W), rewards (B, horizon), termination
+    probabilities (B, horizon).
+    """
+    c = frames.shape[1]
+    state = model.start(frames, actions[:, : c - 1])
+    out, rew, end = [], [], []
+    for k in range(horizon):
+        state, pred = model.advance(state, actions[:, c - 1 + k], events[:, c - 1 + k], generator)
+        out.append(pred.frame.float())
+        rew.append(pred.reward.float())
+        end.append(pred.termination.float())
+    return torch.stack(out, 1), torch.stack(rew, 1), torch.stack(end, 1)
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """(..., 3, H, W) in [-1, 1] -> (..., H, W, 3) uint8."""
+    x = ((frames.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).numpy()
+
+
+def strip(rows: list[torch.Tensor], gap: int = 2) -> np.ndarray:
+    """Image of frame rows: each row (N, 3, H, W) in [-1, 1]; returns (H', W', 3) uint8 with
+    `gap`-pixel grey separators between frames and rows."""
+    n = max(r.shape[0] for r in rows)
+    h, w = rows[0].shape[-2:]
+    img = np.full((len(rows) * (h + gap) - gap, n * (w + gap) - gap, 3), 64, np.uint8)
+    for i, row in enumerate(rows):
+        pics = to_uint8(row)
+        for j in range(pics.shape[0]):
+            img[i * (h + gap): i * (h + gap) + h, j * (w + gap): j * (w + gap) + w] = pics[j]
+    return img
+
+
+def write_png(path: str | Path, image: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 image as an 8-bit RGB PNG with zlib only (PNG spec, ISO 15948)."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    h, w, _ = image.shape
+    raw = b"".join(b"\x00" + image[y].tobytes() for y in range(h))  # filter type 0 per scanline
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8 bits, RGB, no interlace
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) \
+        + chunk(b"IEND", b"")
+    Path(path).write_bytes(data)
+
+
+def f1_score(pred: np.ndarray, true: np.ndarray) -> tuple[float | None, dict[str, int]]:
+    """F1 of boolean predictions; None when there is neither a positive nor a predicted one."""
+    tp = int((pred & true).sum())
+    fp = int((pred & ~true).sum())
+    fn = int((~pred & true).sum())
+    counts = {"tp": tp, "fp": fp, "fn": fn, "positives": int(true.sum())}
+    if tp + fp + fn == 0:
+        return None, counts
+    return 2 * tp / (2 * tp + fp + fn), counts

@@ -1,0 +1,458 @@
+"""The training loop, written once for every world-model family (models/world.py `WorldModel`).
+
+AdamW with linear warm-up, gradient clipping, EMA weights (the ones saved for play), bf16
+autocast on CUDA, optional torch.compile, a held-out loss, TensorBoard scalars and sample
+rollouts, a tqdm bar, periodic atomic checkpoints, bit-exact resume, named training stages and
+DDP under torchrun. Batches come from `models.data.WindowSampler`, whose batch i depends only on
+(seed, rank, i), so a resumed run draws the same batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import signal
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.errors import UserError
+from engine.simulator import GameSpec
+from models.checkpoint import TrainState, load_weights, save_run
+from models.config import ConfigError, from_dict
+from models.data import RawBatch, Recordings, WindowSampler, heldout_batches
+from models.metrics import psnr, rollout, strip
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The `train:` section of a config."""
+
+    steps: int = 1000
+    """Optimizer steps in all (with stages: the sum of stage_steps)."""
+    batch_size: int = 32
+    """Windows per step and per GPU."""
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay, applied to matrices and kernels only (not biases, norms)."""
+    warmup_steps: int = 200
+    """Linear learning-rate warm-up from 0 (restarts with each stage's fresh optimizer)."""
+    grad_clip: float = 1.0
+    """Max global gradient norm; 0 disables clipping."""
+    ema_decay: float = 0.999
+    """EMA of the weights, saved for play; the decay ramps up as min(decay, (1+t)/(10+t))."""
+    bf16: bool = True
+    """bf16 autocast on CUDA (ignored on CPU)."""
+    compile: bool = False
+    """torch.compile the loss (the saved module stays uncompiled)."""
+    eval_every: int = 1000
+    """Held-out loss every N steps (0: never)."""
+    checkpoint_every: int = 500
+    """Atomic checkpoint (playable run + resume state) every N steps (0: only at the end)."""
+    sample_every: int = 1000
+    """Sample rollouts to TensorBoard every N steps (0: never)."""
+    holdout_fraction: float = 0.1
+    """Episodes kept out of training for the held-out loss and `train.py eval`."""
+    num_workers: int = 2
+    """Threads building batches ahead (0: inline)."""
+    seed: int = 0
+    event_dropout: float = 0.1
+    """Probability an example's event vectors are zeroed (null-event dropout)."""
+    stages: tuple[str, ...] = ()
+    """Named stages run in order via model.set_stage(name), each with a fresh optimizer."""
+    stage_steps: tuple[int, ...] = ()
+    """Optimizer steps of each stage."""
+    save_dtype: str = "float32"
+    """Storage of the playable weights: float32, or bfloat16 to halve shipped files."""
+
+    @staticmethod
+    def parse(data: dict[str, Any] | None) -> TrainConfig:
+        cfg = from_dict(TrainConfig, data, "train.")
+        if cfg.stages and len(cfg.stages) != len(cfg.stage_steps):
+            raise ConfigError(f"train.stages names {len(cfg.stages)} stages but train.stage_steps "
+                              f"gives {len(cfg.stage_steps)} step counts")
+        for name in ("steps", "batch_size"):
+            if getattr(cfg, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1")
+        if not 0 <= cfg.event_dropout <= 1 or not 0 <= cfg.holdout_fraction < 1:
+            raise ConfigError("train.event_dropout must be in [0, 1] and train.holdout_fraction in [0, 1)")
+        return cfg
+
+    @property
+    def plan(self) -> list[tuple[str | None, int]]:
+        """(stage name or None, steps) in order."""
+        if self.stages:
+            return list(zip(self.stages, self.stage_steps))
+        return [(None, self.steps)]
+
+    @property
+    def total_steps(self) -> int:
+        return sum(n for _, n in self.plan)
+
+
+@dataclass
+class Dist:
+    """This process's place in a torchrun job (world 1 when not launched by torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the process group torchrun describes in RANK / WORLD_SIZE / LOCAL_RANK, if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as tdist
+
+    if not tdist.is_initialized():
+        tdist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank=tdist.get_rank(), world=tdist.get_world_size(),
+                local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+class _LossModule(nn.Module):
+    """Lets DDP hook the model: its forward is the family's loss."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.model.loss(batch)  # type: ignore[operator]
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point state (Polyak averaging)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        src = model.state_dict()
+        for name, value in self.model.state_dict().items():
+            if value.is_floating_point():
+                value.lerp_(src[name].to(value.dtype), 1 - d)
+            else:
+                value.copy_(src[name])
+
+
+class _StopFlag:
+    """First Ctrl+C / SIGTERM: finish the step, save, stop. Second Ctrl+C: stop at once."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        if threading_main():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.stop and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stop = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; no weight decay on biases and norm gains (ndim < 2)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise UserError("this training stage has no trainable parameters")
+    decay = [p for p in params if p.ndim >= 2]
+    rest = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=device.type == "cuda")
+
+
+class Trainer:
+    """Trains one WorldModel on recordings and writes its run directory.
+
+    Args:
+        model: the (untrained, or to be resumed) world model, on `device`.
+        config: the resolved config dict (saved into the run).
+        spec: the game.
+        recs: recordings at the model's resolution; train / held: episode indices.
+        event_bank: name -> (P, 384) training-paraphrase embeddings.
+        start: (start_frames, start_actions) real contexts stored for play.
+        run_dir: the run directory.
+        device: where to train.
+        progress: show the tqdm bar.
+    """
+
+    def __init__(self, model: nn.Module, config: dict[str, Any], spec: GameSpec, recs: Recordings,
+                 train: list[int], held: list[int], event_bank: dict[str, np.ndarray],
+                 start: tuple[torch.Tensor, torch.Tensor], run_dir: str | Path, device: torch.device,
+                 progress: bool = True) -> None:
+        self.model, self.config, self.spec = model, config, spec
+        self.cfg = TrainConfig.parse(config.get("train"))
+        self.device, self.run_dir, self.progress = device, Path(run_dir), progress
+        self.recs, self.train_eps, self.held_eps = recs, train, held
+        self.start_frames, self.start_actions = start
+        self.dist = init_distributed(device)
+        wm: Any = model
+        window = int(wm.train_window)
+        self.sampler = WindowSampler(recs, train, window, self.cfg.batch_size, event_bank,
+                                     self.cfg.event_dropout, self.cfg.seed, self.dist.rank)
+        self.held_batches: list[RawBatch] = []
+        if held and any(recs.episodes[i].num_steps >= window for i in held):
+            held_sampler = WindowSampler(recs, held, window, min(self.cfg.batch_size, 16), event_bank,
+                                         0.0, seed=12345)
+            self.held_batches = heldout_batches(held_sampler, 2)
+        # Sample rollouts want a longer stretch of real frames than one training window.
+        self.sample_batch: RawBatch | None = None
+        context = int(wm.context_frames)
+        for horizon in (16, 4, 1):
+            eps = [i for i in (held or train) if recs.episodes[i].num_steps >= context - 1 + horizon]
+            if eps:
+                self.sample_batch = WindowSampler(recs, eps, context - 1 + horizon, 4, event_bank,
+                                                  0.0, seed=54321).batch(0)
+                break
+        # What play looks events up by: the unit mean of each event's training paraphrases.
+        self.event_means = {}
+        for name, rows in event_bank.items():
+            mean = rows.mean(0)
+            self.event_means[name] = (mean / max(float(np.linalg.norm(mean)), 1e-8)).astype(np.float32)
+        self.events_trained = recs.trained_events(train)
+        self.ema = EMA(model, self.cfg.ema_decay)
+        self.step = self.stage = self.stage_step = 0
+        self.train_seconds = 0.0
+        self.writer: Any = None
+        self._resume_optimizer: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------------------ state
+    def resume_from(self, state: TrainState) -> None:
+        """Continue a saved run: raw and EMA weights, step, stage and (in `fit`) the optimizer."""
+        if state.step > self.cfg.total_steps:
+            warnings.warn(f"the run is at step {state.step}, beyond train.steps {self.cfg.total_steps}",
+                          stacklevel=2)
+        load_weights(self.model, state.model, "train_state.safetensors (raw weights)")
+        load_weights(self.ema.model, state.ema, "train_state.safetensors (EMA weights)")
+        self.step, self.stage, self.stage_step = state.step, state.stage, state.stage_step
+        self.train_seconds = float(state.extra.get("train_seconds", 0.0))
+        self._resume_optimizer = state.optimizer
+        if "cpu" in state.rng:
+            torch.set_rng_state(state.rng["cpu"])
+        if "cuda" in state.rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state.rng["cuda"], self.device)
+
+    def save(self, optimizer: torch.optim.Optimizer | None) -> None:
+        if not self.dist.main:
+            return
+        state = None
+        if optimizer is not None:
+            state = TrainState(
+                step=self.step, stage=self.stage, stage_step=self.stage_step,
+                model={k: v.detach() for k, v in self.model.state_dict().items()},
+                ema={k: v.detach() for k, v in self.ema.model.state_dict().items()},
+                optimizer=optimizer.state_dict(), rng=_rng_state(self.device),
+                extra={"train_seconds": self.train_seconds})
+        config = dict(self.config)
+        config["events"] = {"names": sorted(self.event_means), "trained": self.events_trained}
+        stats = {"step": self.step, "train_seconds": round(self.train_seconds, 1),
+                 "device": device_name(self.device), "gpus": self.dist.world,
+                 "samples_seen": self.step * self.cfg.batch_size * self.dist.world,
+                 "parameters": sum(p.numel() for p in self.model.parameters()),
+                 "finished": self.step >= self.cfg.total_steps}
+        save_run(self.run_dir, ema_model=self.ema.model, config=config, spec=self.spec,
+                 start_frames=self.start_frames, start_actions=self.start_actions,
+                 event_bank=self.event_means, stats=stats, train_state=state,
+                 save_dtype=self.cfg.save_dtype)
+
+    # ------------------------------------------------------------------------------ loop
+    def fit(self) -> dict[str, float]:
+        """Train to `total_steps`, checkpointing as configured; returns the last logged scalars.
+
+        Ctrl+C or SIGTERM stop after the current step and save; `--resume` continues from there.
+        """
+        cfg = self.cfg
+        self._open_writer()
+        last: dict[str, float] = {}
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
+                   disable=not (self.progress and self.dist.main), desc="fit")
+        optimizer: torch.optim.Optimizer | None = None
+        try:
+            with _StopFlag() as flag:
+                for index, (name, steps) in enumerate(cfg.plan):
+                    if index < self.stage:
+                        continue
+                    if index > self.stage:
+                        self.stage, self.stage_step = index, 0
+                    if self.stage_step >= steps:
+                        continue
+                    optimizer, last = self._run_stage(name, steps, bar, flag, last)
+                    if flag.stop:
+                        break
+        finally:
+            bar.close()
+            self.save(optimizer)
+            if self.writer is not None:
+                self.writer.close()
+        return last
+
+    def _run_stage(self, name: str | None, steps: int, bar: Any, flag: _StopFlag,
+                   last: dict[str, float]) -> tuple[torch.optim.Optimizer, dict[str, float]]:
+        cfg, device = self.cfg, self.device
+        if name is not None:
+            set_stage = getattr(self.model, "set_stage", None)
+            if set_stage is None:
+                raise UserError(f"train.stages is set but the {self.config.get('family')} family has no stages")
+            set_stage(name)
+            bar.set_description(f"fit [{name}]")
+        optimizer = make_optimizer(self.model, cfg, device)
+        saved = self._resume_optimizer
+        if saved is not None and self.stage_step > 0:
+            try:
+                optimizer.load_state_dict(saved)
+            except (ValueError, KeyError, RuntimeError) as err:
+                raise UserError(f"optimizer state in {self.run_dir} does not fit the model: {err}") from None
+        self._resume_optimizer = None
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        loss_fn: Any = self.model.loss
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            loss_fn = DDP(_LossModule(self.model), device_ids=[device.index] if device.type == "cuda" else None,
+                          find_unused_parameters=True)
+        if cfg.compile:
+            loss_fn = torch.compile(loss_fn)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+        stream = self.sampler.stream(self.step, cfg.num_workers, pin=device.type == "cuda")
+        bad_in_a_row, smooth, tick = 0, None, time.perf_counter()
+        self.model.train()
+        while self.stage_step < steps and not flag.stop:
+            lr = cfg.lr * min(1.0, (self.stage_step + 1) / max(cfg.warmup_steps, 1))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = next(stream).to_batch(device)
+            with autocast:
+                loss, logs = loss_fn(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            value = float(loss.detach())
+            if not (math.isfinite(value) and math.isfinite(float(gnorm))):
+                bad_in_a_row += 1
+                if bad_in_a_row >= 20:
+                    raise UserError(f"loss is not finite for 20 steps in a row at step {self.step}; "
+                                    "lower train.lr or check the data")
+                continue  # skip this update; the batch stream moves on
+            bad_in_a_row = 0
+            optimizer.step()
+            self.ema.update(self.model, self.step)
+            self.step += 1
+            self.stage_step += 1
+            now = time.perf_counter()
+            self.train_seconds += now - tick
+            tick = now
+            smooth = value if smooth is None else 0.9 * smooth + 0.1 * value
+            bar.update(1)
+            bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{lr:.1e}")
+            last = {"loss": value, "lr": lr, "grad_norm": float(gnorm), **logs}
+            self._log(last)
+            if cfg.eval_every and self.step % cfg.eval_every == 0:
+                last["heldout_loss"] = self._heldout_loss()
+            if cfg.sample_every and self.step % cfg.sample_every == 0:
+                self._samples()
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.save(optimizer)
+            tick = time.perf_counter()  # evaluation and saving are not training time
+        return optimizer, last
+
+    # ------------------------------------------------------------------------------ logging
+    def _open_writer(self) -> None:
+        if not self.dist.main:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("note: tensorboard is not installed; no TensorBoard logs (pip install tensorboard)")
+            return
+        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step or None)
+
+    def _log(self, scalars: dict[str, float]) -> None:
+        if self.writer is None or self.step % 10:
+            return
+        for key, value in scalars.items():
+            self.writer.add_scalar(key if "/" in key else f"train/{key}", value, self.step)
+        self.writer.add_scalar("train/samples_per_s",
+                               self.step * self.cfg.batch_size * self.dist.world / max(self.train_seconds, 1e-9),
+                               self.step)
+
+    @torch.no_grad()
+    def _heldout_loss(self) -> float:
+        """Mean loss of the EMA weights on fixed held-out batches, with fixed noise draws."""
+        if not self.held_batches:
+            return float("nan")
+        model = self.ema.model
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)
+            losses = [float(model.loss(b.to_batch(self.device))[0]) for b in self.held_batches]  # type: ignore[operator]
+        value = float(np.mean(losses))
+        if self.writer is not None:
+            self.writer.add_scalar("heldout/loss", value, self.step)
+        return value
+
+    @torch.no_grad()
+    def _samples(self) -> None:
+        """Open-loop rollouts of the EMA model from real (held-out) context, to TensorBoard:
+        rows alternate real frames and generated ones."""
+        if self.writer is None or self.sample_batch is None:
+            return
+        model: Any = self.ema.model
+        c = int(model.context_frames)
+        batch = self.sample_batch.to_batch(self.device)
+        steps = batch.frames.shape[1] - c
+        gen = torch.Generator(device=self.device).manual_seed(0)
+        frames, _, _ = rollout(model, batch.frames[:, :c], batch.actions, batch.events, steps, gen)
+        real = batch.frames[:, c:]
+        rows = [row for i in range(real.shape[0]) for row in (real[i], frames[i])]
+        self.writer.add_image("samples/real_over_generated", strip(rows), self.step, dataformats="HWC")
+        self.writer.add_scalar(f"heldout/psnr_at_{steps}", float(psnr(frames[:, -1], real[:, -1]).mean()),
+                               self.step)
+        model.eval()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

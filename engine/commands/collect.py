@@ -1,7 +1,233 @@
-"""(placeholder: being written)"""
+"""`train.py collect`: headless bulk recording of scripted or random play, in worker processes.
+
+Episode k of a run is played with seed S+k (simulator, player and event schedule) and written
+to the k-th episode id reserved up front, so the same seed gives the same dataset whatever
+`--workers` is.
+"""
+
+from __future__ import annotations
 
 import argparse
+import queue
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import UserError
+
+EXAMPLES = """\
+examples:
+  python train.py collect --game breakout --policy scripted --episodes 50 --out data/breakout
+  python train.py collect --game pong --policy random --episodes 200 --out data/pong --workers 2
+  python train.py collect --game carracing --policy scripted --episodes 20 --out data/car --events random
+
+Episode k uses seed S+k: rerunning with the same --seed gives the same data for any --workers.
+Runs append: collecting twice into one --out adds episodes (one game per directory).
+"""
+
+PROGRESS_EVERY = 64
+"""Steps between a worker's progress messages to the bar."""
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add this module's subcommand(s) to train.py's parser."""
+@dataclass(frozen=True)
+class CollectJob:
+    """Everything a worker needs to play and record one episode (picklable)."""
+
+    game: str
+    policy: str
+    out: str
+    max_steps: int
+    frameskip: int = 4
+    action_repeat: int = 2
+    audio: bool = True
+    events: str = "none"
+    chunk_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    index: int
+    episode_id: int
+    steps: int
+    ret: float
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `collect` to train.py's parser."""
+    p = sub.add_parser(
+        "collect", help="record scripted or random play of a real game, headless, in parallel",
+        description="Play a real game headless with a scripted or sticky-random player and record "
+                    "every step (lossless frames, actions, rewards, audio, event track) into a "
+                    "dataset directory (format: docs/DATASET.md).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--game", required=True, help="short game name: breakout, pong, mspacman, carracing, ...")
+    p.add_argument("--policy", choices=("scripted", "random"), default="scripted",
+                   help="scripted: plays sensibly from RAM / car state, with some randomness; "
+                        "random: sticky-random actions (default: scripted)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes to record (default: 10)")
+    p.add_argument("--out", required=True, help="dataset directory (created; runs append to it)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="episode k uses seed SEED+k (default: 0)")
+    p.add_argument("--max-steps", type=int, default=1000,
+                   help="cut an episode after this many agent steps, marked truncated (default: 1000)")
+    p.add_argument("--frameskip", type=int, default=4, help="Atari emulator frames per step (default: 4)")
+    p.add_argument("--action-repeat", type=int, default=2,
+                   help="CarRacing physics ticks per step (default: 2)")
+    p.add_argument("--no-audio", action="store_true", help="do not record Atari audio (faster, smaller)")
+    p.add_argument("--events", choices=("none", "random"), default="none",
+                   help="random: schedule random world-event onsets and ends (rain, night, ice, ...) "
+                        "and record the event track (default: none)")
+    p.set_defaults(func=run)
+
+
+def _check(args: argparse.Namespace) -> None:
+    for name in ("episodes", "workers", "max_steps", "frameskip", "action_repeat"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+
+
+def _event_tools() -> tuple[Any, Any, Any]:
+    """engine.events' schedule functions and simulator layer, or UserError when not there."""
+    try:
+        from engine import events
+    except ImportError as err:
+        raise UserError(f"--events random is not available: engine.events cannot load ({err})") from None
+    tools = tuple(getattr(events, n, None) for n in ("random_schedule", "events_at", "EventLayer"))
+    if any(t is None for t in tools):
+        raise UserError("--events random is not available: engine.events has no random_schedule")
+    return tools  # type: ignore[return-value]
+
+
+def play_episode(job: CollectJob, index: int, seed: int, episode_id: int,
+                 progress: Any = None) -> EpisodeResult:
+    """Play and record one episode with seed `seed` into the reserved `episode_id`.
+
+    Args:
+        progress: optional callable(steps) told about steps done, every PROGRESS_EVERY steps.
+    """
+    import numpy as np
+
+    from engine.autopilot import make_policy
+    from engine.dataset import Recorder
+    from engine.games import make_simulator
+
+    sim: Any = make_simulator(job.game, frameskip=job.frameskip, action_repeat=job.action_repeat,
+                              audio=job.audio, seed=seed)
+    schedule: list[Any] = []
+    events_at: Any = None
+    if job.events == "random":
+        random_schedule, events_at, layer = _event_tools()
+        sim = layer(sim, seed=seed)
+        schedule = random_schedule(np.random.default_rng(seed), sim.spec.name, job.max_steps)
+    policy = make_policy(job.policy, sim.spec, seed)
+    extra = {"source": "collect", "policy": job.policy, "events": job.events, "index": index}
+    # Not durable: chunks are still renamed into place whole (a crash never tears one), but
+    # fsync per chunk would cost more than the emulator on a busy disk; meta.json is synced.
+    rec = Recorder(job.out, sim.spec, chunk_steps=job.chunk_steps, extra_meta=extra, durable=False)
+    steps, ret, reported = 0, 0.0, 0
+    try:
+        frame = sim.reset(seed=seed)
+        policy.reset()
+        rec.begin_episode(frame, seed, episode_id=episode_id)
+        for t in range(job.max_steps):
+            active = events_at(schedule, t) if schedule else ()
+            action = int(policy.act(frame, sim))
+            step = sim.step(action, active)
+            if t == job.max_steps - 1 and not step.terminated:
+                step.truncated = True  # cut by --max-steps: a time limit, as Gymnasium marks it
+            rec.add(action, step, active)
+            frame = step.frame
+            steps, ret = t + 1, ret + step.reward
+            if progress is not None and steps - reported >= PROGRESS_EVERY:
+                progress(steps - reported)
+                reported = steps
+            if step.terminated or step.truncated:
+                break
+    finally:
+        rec.close()
+        sim.close()
+    if progress is not None and steps > reported:
+        progress(steps - reported)
+    return EpisodeResult(index, episode_id, steps, ret)
+
+
+# --- worker processes ------------------------------------------------------------------
+
+_progress_queue: Any = None
+
+
+def _init_worker(q: Any) -> None:
+    global _progress_queue
+    _progress_queue = q
+
+
+def _worker(task: tuple[CollectJob, int, int, int]) -> EpisodeResult:
+    job, index, seed, episode_id = task
+    return play_episode(job, index, seed, episode_id, progress=_progress_queue.put)
+
+
+def run(args: argparse.Namespace) -> int:
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    from engine.dataset import Recorder, episode_dirname, reserve_episode_ids
+    from engine.games import find_game
+
+    _check(args)
+    spec = find_game(args.game, frameskip=args.frameskip, action_repeat=args.action_repeat)
+    if args.events == "random":
+        _event_tools()
+    Recorder(args.out, spec)  # unwritable dir or another game's data: fail before any work
+    job = CollectJob(game=spec.name, policy=args.policy, out=str(args.out), max_steps=args.max_steps,
+                     frameskip=args.frameskip, action_repeat=args.action_repeat,
+                     audio=not args.no_audio, events=args.events)
+    ids = reserve_episode_ids(args.out, args.episodes)
+    tasks = [(job, k, args.seed + k, eid) for k, eid in enumerate(ids)]
+    results: list[EpisodeResult] = []
+    total_steps = 0
+    start = time.perf_counter()
+    bar = tqdm(total=len(tasks), unit="ep", desc=f"collect {spec.name}", dynamic_ncols=True)
+
+    def show(done_steps: int) -> None:
+        nonlocal total_steps
+        total_steps += done_steps
+        rate = total_steps / max(time.perf_counter() - start, 1e-9)
+        bar.set_postfix(steps=total_steps, steps_per_s=f"{rate:.0f}", refresh=False)
+
+    try:
+        if args.workers == 1 or len(tasks) == 1:
+            for task in tasks:
+                results.append(play_episode(*task, progress=show))
+                bar.update(1)
+        else:
+            ctx = mp.get_context("spawn")  # no inherited emulator/GL state; same on every OS
+            q = ctx.Queue()
+            with ctx.Pool(min(args.workers, len(tasks)), initializer=_init_worker, initargs=(q,)) as pool:
+                pending = pool.imap_unordered(_worker, tasks)
+                while len(results) < len(tasks):
+                    try:
+                        results.append(pending.next(timeout=0.2))
+                        bar.update(1)
+                    except mp.TimeoutError:
+                        pass
+                    while True:
+                        try:
+                            show(q.get_nowait())
+                        except queue.Empty:
+                            break
+    finally:
+        bar.close()
+        for eid in ids:  # ids whose episode never started (interrupt, error): give them back
+            try:
+                (Path(args.out) / episode_dirname(eid)).rmdir()
+            except OSError:
+                pass
+    elapsed = time.perf_counter() - start
+    steps = sum(r.steps for r in results)
+    returns = [r.ret for r in results]
+    print(f"recorded {len(results)} episodes, {steps} steps into {args.out} in {elapsed:.1f} s "
+          f"({steps / max(elapsed, 1e-9):.0f} steps/s); return mean {sum(returns) / len(returns):.2f} "
+          f"min {min(returns):.2f} max {max(returns):.2f}")
+    return 0

@@ -1,7 +1,226 @@
-"""(placeholder: being written)"""
+"""`train.py import` (bring your own npz episodes) and `train.py info` (what a dataset holds)."""
+
+from __future__ import annotations
 
 import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from engine.errors import UserError
+
+IMPORT_EXAMPLES = """\
+each FILE.npz is one episode of T steps, arrays named:
+  frames        (T+1, H, W, 3) uint8   frames[0] is the reset frame, frames[t+1] follows actions[t]
+  actions       (T,) integer           indices into the game's action set (train.py info lists it)
+  rewards       (T,) number
+  terminations  (T,) bool or 0/1
+  truncations   (T,) bool or 0/1
+written e.g. by np.savez_compressed("ep0.npz", frames=..., actions=..., ...). No pickle.
+
+example:
+  python train.py import --game breakout --out data/mine ep0.npz ep1.npz
+"""
+
+INFO_EXAMPLES = """\
+example:
+  python train.py info --data data/breakout
+  python train.py info --data data/breakout --json info.json
+"""
+
+STEP_ARRAYS = ("actions", "rewards", "terminations", "truncations")
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add this module's subcommand(s) to train.py's parser."""
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `import` and `info` to train.py's parser."""
+    p = sub.add_parser(
+        "import", help="turn npz episode files into a dataset",
+        description="Write npz episodes (frames/actions/rewards/terminations/truncations) as a "
+                    "Neural Arcade dataset (docs/DATASET.md), appending to --out.",
+        epilog=IMPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--game", required=True, help="the game the episodes come from (breakout, pong, ...)")
+    p.add_argument("--out", required=True, help="dataset directory (created; imports append to it)")
+    p.add_argument("--frameskip", type=int, default=4, help="Atari frames per step of the data (default 4)")
+    p.add_argument("--action-repeat", type=int, default=2, help="CarRacing ticks per step (default 2)")
+    p.add_argument("files", nargs="+", metavar="FILE.npz", help="one episode per file")
+    p.set_defaults(func=run_import)
+
+    q = sub.add_parser(
+        "info", help="summarise a dataset: episodes, steps, returns, actions, size",
+        description="Print what a dataset directory holds: episodes, steps, returns "
+                    "(mean/min/max), the action histogram, world-event counts and size on disk.",
+        epilog=INFO_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("--data", required=True, help="dataset directory")
+    q.add_argument("--json", help="also write the summary as JSON here")
+    q.set_defaults(func=run_info)
+
+
+# --- import ------------------------------------------------------------------------------
+
+
+def load_npz_episode(path: str | Path, num_actions: int) -> dict[str, Any]:
+    """Read and check one episode file; UserError naming the file and the bad field."""
+    import numpy as np
+
+    path = Path(path)
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: not a readable npz file ({err})") from None
+    if not hasattr(npz, "files"):
+        raise UserError(f"{path}: holds a single array, expected an npz archive with named arrays")
+    with npz:
+        missing = [k for k in ("frames", *STEP_ARRAYS) if k not in npz.files]
+        if missing:
+            raise UserError(f"{path}: missing field(s) {', '.join(missing)} (has: {', '.join(npz.files) or 'none'})")
+        try:
+            arrays = {k: npz[k] for k in ("frames", *STEP_ARRAYS)}
+        except ValueError as err:  # object arrays need pickle: refused
+            raise UserError(f"{path}: unreadable array ({err})") from None
+        except Exception as err:  # damaged zip member
+            raise UserError(f"{path}: damaged npz ({type(err).__name__}: {err})") from None
+    frames = arrays["frames"]
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise UserError(f"{path}: field frames must be (T+1, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    steps = frames.shape[0] - 1
+    if steps < 1:
+        raise UserError(f"{path}: field frames holds {frames.shape[0]} frame(s); an episode needs at least 2")
+    for k in STEP_ARRAYS:
+        a = arrays[k]
+        if a.shape != (steps,):
+            raise UserError(f"{path}: field {k} must have shape ({steps},) to match frames, got {a.shape}")
+        if a.dtype.kind not in "biuf":
+            raise UserError(f"{path}: field {k} must be numeric, got dtype {a.dtype}")
+    actions = arrays["actions"]
+    if actions.dtype.kind == "f" and not np.all(actions == np.round(actions)):
+        raise UserError(f"{path}: field actions must hold integers")
+    bad = (actions < 0) | (actions >= num_actions)
+    if bad.any():
+        raise UserError(f"{path}: field actions holds {actions[bad][0]!r} at step {int(np.argmax(bad))}; "
+                        f"the game has actions 0..{num_actions - 1}")
+    for k in ("terminations", "truncations"):
+        if not np.isin(arrays[k], (0, 1)).all():
+            raise UserError(f"{path}: field {k} must be bool or 0/1")
+    if not np.isfinite(arrays["rewards"]).all():
+        raise UserError(f"{path}: field rewards holds NaN or infinity")
+    return arrays
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from engine.dataset import Recorder, open_dataset
+    from engine.games import find_game
+    from engine.simulator import Step
+
+    spec = find_game(args.game, frameskip=args.frameskip, action_repeat=args.action_repeat)
+    episodes = [load_npz_episode(f, spec.num_actions) for f in args.files]  # check all before writing
+    shapes = {e["frames"].shape[1:] for e in episodes}
+    if len(shapes) > 1:
+        raise UserError(f"the files mix frame sizes {sorted(shapes)}; import them into separate directories")
+    rec = Recorder(args.out, spec, extra_meta={"source": "import"})
+    total = 0
+    with rec:
+        for path, ep in tqdm(list(zip(args.files, episodes)), unit="ep", desc="import"):
+            rec.extra_meta["file"] = str(Path(path).resolve())
+            rec.begin_episode(ep["frames"][0], None)
+            for t in range(ep["frames"].shape[0] - 1):
+                rec.add(int(ep["actions"][t]), Step(
+                    frame=ep["frames"][t + 1], reward=float(ep["rewards"][t]),
+                    terminated=bool(ep["terminations"][t]), truncated=bool(ep["truncations"][t])))
+            rec.end_episode()
+            total += ep["frames"].shape[0] - 1
+    ds = open_dataset(args.out)
+    print(f"imported {len(episodes)} episodes, {total} steps into {args.out} "
+          f"(now {len(ds)} episodes, {ds.num_steps} steps)")
+    return 0
+
+
+# --- info --------------------------------------------------------------------------------
+
+
+def _disk_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def summarize(root: str | Path) -> dict[str, Any]:
+    """Everything `info` prints, as a dict (reads actions/rewards/events only, never frames)."""
+    import numpy as np
+
+    from engine.dataset import decode_events, open_dataset
+
+    ds = open_dataset(root)
+    returns: list[float] = []
+    lengths: list[int] = []
+    actions: Counter[int] = Counter()
+    onsets: Counter[str] = Counter()
+    event_steps: Counter[str] = Counter()
+    terminated = 0
+    for i in range(len(ds)):
+        cols = ds.read(i, ("actions", "rewards", "terminations", "events"))
+        returns.append(float(cols["rewards"].sum(dtype=np.float64)))
+        lengths.append(int(cols["actions"].shape[0]))
+        actions.update(cols["actions"].tolist())
+        terminated += bool(cols["terminations"].any())
+        previous: set[str] = set()
+        for text in cols["events"]:
+            names = {name for name, _ in decode_events(str(text))}
+            onsets.update(names - previous)
+            event_steps.update(names)
+            previous = names
+    steps = sum(lengths)
+    meanings = ds.spec.action_meanings
+    return {
+        "root": str(root), "game": ds.spec.name, "env_id": ds.spec.env_id,
+        "episodes": len(ds), "complete": sum(e.complete for e in ds.episodes), "terminated": terminated,
+        "steps": steps, "hours_of_play": steps / ds.spec.steps_per_second / 3600,
+        "episode_steps": {"mean": float(np.mean(lengths)), "min": min(lengths), "max": max(lengths)},
+        "returns": {"mean": float(np.mean(returns)), "min": min(returns), "max": max(returns)},
+        "actions": {(meanings[a] if 0 <= a < len(meanings) else str(a)): actions.get(a, 0)
+                    for a in sorted(set(range(len(meanings))) | set(actions))},
+        "event_onsets": dict(onsets.most_common()), "event_steps": dict(event_steps.most_common()),
+        "observation_shape": ds.episodes[0].meta["observation_shape"],
+        "audio_rate": ds.spec.audio_rate, "bytes_on_disk": _disk_bytes(Path(root)),
+    }
+
+
+def run_info(args: argparse.Namespace) -> int:
+    s = summarize(args.data)
+    steps = max(s["steps"], 1)
+    ep = s["episode_steps"]
+    r = s["returns"]
+    lines = [
+        f"dataset   {s['root']}: {s['game']} ({s['env_id']}), frames {'x'.join(map(str, s['observation_shape']))}",
+        f"episodes  {s['episodes']} ({s['complete']} closed cleanly, {s['terminated']} reached game over)",
+        f"steps     {s['steps']} ({s['hours_of_play'] * 60:.1f} min of play); per episode mean "
+        f"{ep['mean']:.0f}, min {ep['min']}, max {ep['max']}",
+        f"returns   mean {r['mean']:.2f}, min {r['min']:.2f}, max {r['max']:.2f}",
+        "actions",
+    ]
+    width = max(len(m) for m in s["actions"])
+    for meaning, count in s["actions"].items():
+        bar = "#" * round(40 * count / steps)
+        lines.append(f"  {meaning:<{width}} {count:>9} {100 * count / steps:5.1f}% {bar}")
+    if s["event_onsets"]:
+        lines.append("events    onsets, steps active")
+        ew = max(len(n) for n in s["event_onsets"])
+        for name, n in s["event_onsets"].items():
+            lines.append(f"  {name:<{ew}} {n:>9} {s['event_steps'][name]:>9}")
+    else:
+        lines.append("events    none recorded")
+    lines.append(f"on disk   {_human(s['bytes_on_disk'])} ({s['bytes_on_disk'] / steps / 1024:.1f} KiB per step)")
+    print("\n".join(lines))
+    if args.json:
+        Path(args.json).write_text(json.dumps(s, indent=1))
+    return 0

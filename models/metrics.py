@@ -5,6 +5,7 @@ Frames are tensors in [-1, 1], (..., 3, H, W); metrics map them to [0, 1] first.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -117,3 +118,49 @@ def f1_score(pred: np.ndarray, true: np.ndarray) -> tuple[float | None, dict[str
     if tp + fp + fn == 0:
         return None, counts
     return 2 * tp / (2 * tp + fp + fn), counts
+
+
+def plot_by_horizon(path: str | Path, horizons: list[int], series: dict[str, list[float | None]],
+                    title: str = "", size: tuple[int, int] = (360, 240)) -> None:
+    """Draw one small line chart per series (value by horizon, log-spaced x) into a PNG row.
+
+    Drawn with pygame (no matplotlib); missing values (None) leave gaps.
+    """
+    import pygame
+
+    pygame.font.init()
+    font = pygame.font.Font(None, 18)
+    w, h = size
+    surface = pygame.Surface((w * len(series), h))
+    surface.fill((255, 255, 255))
+    left, right, top, bottom = 48, 12, 26, 30
+    xs = [math.log(x) for x in horizons]
+    x0, x1 = min(xs), max(xs) if len(xs) > 1 else min(xs) + 1
+    for k, (name, values) in enumerate(series.items()):
+        ox = k * w
+        known = [v for v in values if v is not None and math.isfinite(v)]
+        lo, hi = (min(known), max(known)) if known else (0.0, 1.0)
+        if hi - lo < 1e-6:
+            lo, hi = lo - 0.5, hi + 0.5
+        pad = 0.1 * (hi - lo)
+        lo, hi = lo - pad, hi + pad
+
+        def px(x: float, y: float, ox: int = ox, lo: float = lo, hi: float = hi) -> tuple[int, int]:
+            fx = (x - x0) / (x1 - x0) if x1 > x0 else 0.5
+            return (ox + left + int(fx * (w - left - right)), top + int((1 - (y - lo) / (hi - lo)) * (h - top - bottom)))
+
+        pygame.draw.rect(surface, (200, 200, 200), (ox + left, top, w - left - right, h - top - bottom), 1)
+        for tick in (lo + pad, (lo + hi) / 2, hi - pad):
+            _, y = px(x0, tick)
+            surface.blit(font.render(f"{tick:.3g}", True, (80, 80, 80)), (ox + 4, y - 6))
+        for x, label in zip(xs, horizons):
+            X, _ = px(x, lo)
+            surface.blit(font.render(str(label), True, (80, 80, 80)), (X - 6, h - bottom + 6))
+        points = [px(x, v) for x, v in zip(xs, values) if v is not None and math.isfinite(v)]
+        if len(points) > 1:
+            pygame.draw.lines(surface, (30, 90, 200), False, points, 2)
+        for p in points:
+            pygame.draw.circle(surface, (30, 90, 200), p, 4)
+        surface.blit(font.render(f"{title}{name} by horizon (steps)", True, (0, 0, 0)), (ox + left, 6))
+    image = pygame.surfarray.array3d(surface).transpose(1, 0, 2)
+    write_png(path, image)

@@ -52,7 +52,7 @@ def pick_device(name: str) -> Any:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA GPU is available to torch here (use --device cpu or auto)")
     if name == "auto" and not torch.cuda.is_available():
-        print("warning: no CUDA GPU found; training on the CPU (slow beyond the tiny preset)")
+        print("warning: no CUDA GPU found; running on the CPU (slow beyond the tiny preset)")
         name = "cpu"
     if name == "cpu":
         return torch.device("cpu")

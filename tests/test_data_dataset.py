@@ -191,3 +191,17 @@ def test_sigkill_mid_episode_keeps_all_but_the_last_second(tmp_path: Path) -> No
     np.testing.assert_array_equal(ep.observations[0], sim.reset(seed=3))
     for t, action in enumerate(ep.actions):
         np.testing.assert_array_equal(ep.observations[t + 1], sim.step(int(action)).frame)
+
+
+def test_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The numpy-only example in docs/DATASET.md works on a real recording."""
+    import re
+
+    play(tmp_path / "data" / "breakout", 20, seed=8, events=True)
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "DATASET.md").read_text()
+    match = re.search(r"```python\n(.*?)```", doc, re.S)
+    assert match is not None
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(match.group(1), scope)
+    assert scope["observations"].shape == (21, 210, 160, 3) and len(scope["events"]) == 20

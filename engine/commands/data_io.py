@@ -99,7 +99,7 @@ def load_npz_episode(path: str | Path, num_actions: int) -> dict[str, Any]:
         raise UserError(f"{path}: field actions must hold integers")
     bad = (actions < 0) | (actions >= num_actions)
     if bad.any():
-        raise UserError(f"{path}: field actions holds {actions[bad][0]!r} at step {int(np.argmax(bad))}; "
+        raise UserError(f"{path}: field actions holds {actions[bad][0].item()!r} at step {int(np.argmax(bad))}; "
                         f"the game has actions 0..{num_actions - 1}")
     for k in ("terminations", "truncations"):
         if not np.isin(arrays[k], (0, 1)).all():

@@ -1,0 +1,81 @@
+"""Dynamics events change the real simulation: CarRacing ice/turbo physics, Breakout RAM lives."""
+
+import numpy as np
+
+from engine.events import EventLayer
+from engine.games import make_simulator
+from engine.simulator import WorldEvent
+
+GAS, LEFT = 3, 1  # CarRacing discrete actions (assets/games.yaml)
+
+
+def _lateral_slip(event: str | None) -> float:
+    """Mean sideways hull speed while steering left after 15 steps of gas; the event starts at the turn."""
+    sim = EventLayer(make_simulator("carracing", seed=0), seed=0)
+    sim.reset(0)
+    slip = []
+    for t in range(27):
+        events = [WorldEvent(event, event)] if event and t >= 15 else []
+        sim.step(GAS if t < 15 else LEFT, events)
+        if t >= 15:
+            cs = sim.car_state()
+            heading = np.array([-np.sin(cs.angle), np.cos(cs.angle)])
+            slip.append(abs(cs.velocity[0] * heading[1] - cs.velocity[1] * heading[0]))
+    sim.close()
+    return float(np.mean(slip))
+
+
+def test_ice_increases_lateral_slip():
+    dry, icy = _lateral_slip(None), _lateral_slip("ice")
+    assert icy > 2 * dry, (dry, icy)
+
+
+def test_turbo_accelerates_harder_and_physics_restore_at_end():
+    speeds = {}
+    for event in (None, "turbo"):
+        sim = EventLayer(make_simulator("carracing", seed=0), seed=0)
+        sim.reset(0)
+        for _ in range(25):
+            sim.step(GAS, [WorldEvent(event)] if event else [])
+        speeds[event] = sim.car_state().speed
+        if event:
+            assert sim.sim.engine_power_scale > 1
+            sim.step(GAS, [])  # the event ends
+            assert sim.sim.engine_power_scale == 1.0 and sim.sim.friction_scale == 1.0
+        sim.close()
+    assert speeds["turbo"] > 1.2 * speeds[None], speeds
+
+
+def test_ice_and_turbo_combine_and_reset_clears():
+    sim = EventLayer(make_simulator("carracing", seed=0), seed=0)
+    sim.reset(0)
+    sim.step(GAS, [WorldEvent("ice"), WorldEvent("turbo")])
+    assert np.isclose(sim.sim.friction_scale, 0.25 * 1.6) and sim.sim.engine_power_scale == 3.0
+    sim.step(GAS, [WorldEvent("turbo")])
+    assert np.isclose(sim.sim.friction_scale, 1.6)
+    sim.reset(1)
+    assert sim.sim.friction_scale == 1.0 and sim.sim.engine_power_scale == 1.0
+    sim.close()
+
+
+def test_breakout_extra_life_writes_ram_once_per_onset():
+    sim = EventLayer(make_simulator("breakout", seed=0, audio=False), seed=0)
+    sim.reset(0)
+    lives0 = sim.step(0).info["lives"]
+    assert int(sim.ram()[57]) == lives0  # RAM byte 57 is the lives counter (checked against ALE)
+    life = [WorldEvent("extra_life", "one more life")]
+    assert sim.step(0, life).info["lives"] == lives0 + 1
+    assert sim.step(0, life).info["lives"] == lives0 + 1  # still active: no second life
+    sim.step(0)  # ends
+    assert sim.step(0, life).info["lives"] == lives0 + 2  # a new onset gives another
+    sim.close()
+
+
+def test_events_for_other_games_are_ignored():
+    sim = EventLayer(make_simulator("breakout", seed=0, audio=False), seed=0)
+    sim.reset(0)
+    plain = sim.step(0).frame
+    step = sim.step(0, [WorldEvent("ice"), WorldEvent("no_such_event")])
+    assert sim.active_names == ()
+    assert step.frame.shape == plain.shape
+    sim.close()

@@ -157,14 +157,21 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
 
 
-def _check_root_game(root: Path, spec_name: str) -> None:
-    """Refuse to mix games in one root: a world model trains on one game."""
+def _kind(meta: dict[str, Any]) -> str:
+    """What must agree between the episodes of one root: a world model learns one game at one
+    step size and resolution ("breakout, frameskip 4, 210x160")."""
+    shape = meta.get("observation_shape") or []
+    return f"{meta['game']}, frameskip {meta['frameskip']}" + (f", {shape[0]}x{shape[1]}" if shape else "")
+
+
+def _check_root_game(root: Path, spec: GameSpec) -> None:
+    """Refuse to record a second game (or step size) into a root."""
     for eid in episode_ids(root):
         meta = _read_meta(root / episode_dirname(eid))
         if meta is not None:
-            if meta["game"] != spec_name:
-                raise UserError(f"{root} already holds {meta['game']!r} episodes; record "
-                                f"{spec_name!r} into another directory")
+            if (meta["game"], meta["frameskip"]) != (spec.name, spec.frameskip):
+                raise UserError(f"{root} already holds {_kind(meta)} episodes; record {spec.name}, "
+                                f"frameskip {spec.frameskip} into another directory")
             return
 
 
@@ -202,7 +209,7 @@ class Recorder:
             probe.unlink()
         except OSError as err:
             raise UserError(f"cannot record into {root}: {err.strerror or err}") from None
-        _check_root_game(self.root, spec.name)
+        _check_root_game(self.root, spec)
         self._dir: Path | None = None
         self._meta: dict[str, Any] = {}
         self._buf: dict[str, list[Any]] = {}
@@ -260,6 +267,11 @@ class Recorder:
         self._audio_len = None
         self._frame_shape = frame.shape
         return path
+
+    def set_extra(self, key: str, value: Any) -> None:
+        """Add a JSON-able entry to the open episode's meta["extra"] (written at its end)."""
+        if self._dir is not None:
+            self._meta["extra"][key] = value
 
     def add(self, action: int, step: Step, events: Sequence[WorldEvent] = ()) -> None:
         """Record one step: the action taken and what the simulator returned for it."""
@@ -508,11 +520,12 @@ def open_dataset(root: str | Path) -> Dataset:
             notes.append(f"{path.name}: {num_steps} of {meta['num_steps']} steps on disk")
         if num_steps == 0:
             continue
-        games[meta["game"]] = games.get(meta["game"], 0) + 1
+        games[_kind(meta)] = games.get(_kind(meta), 0) + 1
         episodes.append(EpisodeInfo(eid, path, num_steps, complete, meta, chunks))
     if len(games) > 1:
-        listed = ", ".join(f"{g} ({n} episodes)" for g, n in sorted(games.items()))
-        raise UserError(f"{root} mixes games: {listed}; keep one game per directory")
+        listed = "; ".join(f"{g} ({n} episodes)" for g, n in sorted(games.items()))
+        raise UserError(f"{root} mixes games: {listed}; keep one game (and frameskip, frame size) "
+                        f"per directory")
     if notes:
         warnings.warn(f"{root}: " + "; ".join(notes), DatasetWarning, stacklevel=2)
     if not episodes:

@@ -142,7 +142,7 @@ def test_bad_roots(tmp_path: Path) -> None:
 
 def test_one_game_per_root(tmp_path: Path) -> None:
     play(tmp_path / "a", 5, seed=0)
-    with pytest.raises(UserError, match="already holds 'breakout'"):
+    with pytest.raises(UserError, match="already holds breakout, frameskip 4, 210x160 episodes"):
         Recorder(tmp_path / "a", make_simulator("pong").spec)
     play(tmp_path / "b", 5, seed=0, game="pong")
     os.rename(tmp_path / "b" / "episode-000000", tmp_path / "a" / "episode-000007")

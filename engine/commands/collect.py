@@ -100,11 +100,13 @@ def _event_tools() -> tuple[Any, Any, Any]:
 
 
 def play_episode(job: CollectJob, index: int, seed: int, episode_id: int,
-                 progress: Any = None) -> EpisodeResult:
+                 progress: Any = None, stop: Any = None) -> EpisodeResult:
     """Play and record one episode with seed `seed` into the reserved `episode_id`.
 
     Args:
         progress: optional callable(steps) told about steps done, every PROGRESS_EVERY steps.
+        stop: optional callable() -> bool; when it turns true the episode is closed early
+            (what was played is kept, meta.json says "stopped": true).
     """
     import numpy as np
 
@@ -126,6 +128,7 @@ def play_episode(job: CollectJob, index: int, seed: int, episode_id: int,
     # fsync per chunk would cost more than the emulator on a busy disk; meta.json is synced.
     rec = Recorder(job.out, sim.spec, chunk_steps=job.chunk_steps, extra_meta=extra, durable=False)
     steps, ret, reported = 0, 0.0, 0
+    ended = False  # the game ended or --max-steps cut it (not Ctrl+C, not an error)
     try:
         frame = sim.reset(seed=seed)
         policy.reset()
@@ -142,9 +145,12 @@ def play_episode(job: CollectJob, index: int, seed: int, episode_id: int,
             if progress is not None and steps - reported >= PROGRESS_EVERY:
                 progress(steps - reported)
                 reported = steps
-            if step.terminated or step.truncated:
+            ended = step.terminated or step.truncated
+            if ended or (stop is not None and steps % PROGRESS_EVERY == 0 and stop()):
                 break
     finally:
+        if not ended and rec.recording:
+            rec.set_extra("stopped", True)  # closed by Ctrl+C or an error, not by the game
         rec.close()
         sim.close()
     if progress is not None and steps > reported:
@@ -155,16 +161,25 @@ def play_episode(job: CollectJob, index: int, seed: int, episode_id: int,
 # --- worker processes ------------------------------------------------------------------
 
 _progress_queue: Any = None
+_stop_event: Any = None
 
 
-def _init_worker(q: Any) -> None:
-    global _progress_queue
-    _progress_queue = q
+def _init_worker(q: Any, stop: Any) -> None:
+    """Workers leave Ctrl+C to the parent, which asks them to stop through `stop`: an episode
+    being played is then closed cleanly instead of being killed mid-chunk."""
+    import signal
+
+    global _progress_queue, _stop_event
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _progress_queue, _stop_event = q, stop
 
 
-def _worker(task: tuple[CollectJob, int, int, int]) -> EpisodeResult:
+def _worker(task: tuple[CollectJob, int, int, int]) -> EpisodeResult | None:
     job, index, seed, episode_id = task
-    return play_episode(job, index, seed, episode_id, progress=_progress_queue.put)
+    if _stop_event.is_set():
+        return None
+    return play_episode(job, index, seed, episode_id, progress=_progress_queue.put,
+                        stop=_stop_event.is_set)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -186,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
     ids = reserve_episode_ids(args.out, args.episodes)
     tasks = [(job, k, args.seed + k, eid) for k, eid in enumerate(ids)]
     results: list[EpisodeResult] = []
+    answered = 0
+    interrupted = False
     total_steps = 0
     start = time.perf_counter()
     bar = tqdm(total=len(tasks), unit="ep", desc=f"collect {spec.name}", dynamic_ncols=True)
@@ -203,20 +220,35 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(1)
         else:
             ctx = mp.get_context("spawn")  # no inherited emulator/GL state; same on every OS
-            q = ctx.Queue()
-            with ctx.Pool(min(args.workers, len(tasks)), initializer=_init_worker, initargs=(q,)) as pool:
+            q, stop = ctx.Queue(), ctx.Event()
+            with ctx.Pool(min(args.workers, len(tasks)), initializer=_init_worker,
+                          initargs=(q, stop)) as pool:
                 pending = pool.imap_unordered(_worker, tasks)
-                while len(results) < len(tasks):
+                while answered < len(tasks):
                     try:
-                        results.append(pending.next(timeout=0.2))
-                        bar.update(1)
-                    except mp.TimeoutError:
-                        pass
-                    while True:
                         try:
-                            show(q.get_nowait())
-                        except queue.Empty:
-                            break
+                            result = pending.next(timeout=0.2)
+                            answered += 1
+                            if result is not None:
+                                results.append(result)
+                                bar.update(1)
+                        except mp.TimeoutError:
+                            pass
+                        while True:
+                            try:
+                                show(q.get_nowait())
+                            except queue.Empty:
+                                break
+                    except KeyboardInterrupt:
+                        if interrupted:
+                            raise  # second Ctrl+C: give up waiting (chunks on disk stay readable)
+                        interrupted = True
+                        stop.set()
+                        bar.write("stopping: closing the episodes being played (Ctrl+C again to abort)")
+    except KeyboardInterrupt:
+        interrupted = True
+        if args.workers > 1:
+            raise
     finally:
         bar.close()
         for eid in ids:  # ids whose episode never started (interrupt, error): give them back
@@ -226,8 +258,8 @@ def run(args: argparse.Namespace) -> int:
                 pass
     elapsed = time.perf_counter() - start
     steps = sum(r.steps for r in results)
-    returns = [r.ret for r in results]
-    print(f"recorded {len(results)} episodes, {steps} steps into {args.out} in {elapsed:.1f} s "
+    returns = [r.ret for r in results] or [0.0]
+    print(f"{'interrupted: ' if interrupted else ''}recorded {len(results)} episodes, {steps} steps into {args.out} in {elapsed:.1f} s "
           f"({steps / max(elapsed, 1e-9):.0f} steps/s); return mean {sum(returns) / len(returns):.2f} "
           f"min {min(returns):.2f} max {max(returns):.2f}")
-    return 0
+    return 130 if interrupted else 0

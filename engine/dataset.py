@@ -131,6 +131,41 @@ def reserve_episode_ids(root: str | Path, count: int) -> list[int]:
     return claimed
 
 
+TEMP_RE = re.compile(r"^\..+\.(\d+)\.tmp$")
+
+
+def sweep_temp_files(root: str | Path) -> int:
+    """Delete temp files left in `root`'s episodes by writers that died (their PID is gone).
+
+    A crash can only ever leave these half-written files (the real names appear whole by
+    rename); readers ignore them, this removes them. Returns how many were deleted.
+    """
+    removed = 0
+    root = Path(root)
+    for eid in episode_ids(root):
+        for p in (root / episode_dirname(eid)).iterdir():
+            m = TEMP_RE.match(p.name)
+            if m and not _pid_alive(int(m.group(1))):
+                try:
+                    p.unlink()
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but not ours (PermissionError), or cannot tell: keep its file
+        return True
+    return True
+
+
 def encode_events(events: Sequence[WorldEvent]) -> str:
     """One step's active events as a JSON list of [name, prompt] pairs; "" when none."""
     if not events:
@@ -189,11 +224,13 @@ class Recorder:
         compresslevel: zlib level of the chunk files (1 = fastest).
         durable: fsync every chunk (survives a power cut, not just a crash). Bulk collection
             turns it off and syncs at episode end: fsync dominates its cost on a busy disk.
+        sweep: delete temp files that crashed writers left in the root (lists every episode
+            directory once; bulk collection sweeps once per run instead of per episode).
     """
 
     def __init__(self, root: str | Path, spec: GameSpec, *, chunk_steps: int | None = None,
                  extra_meta: dict[str, Any] | None = None, compresslevel: int = 1,
-                 durable: bool = True) -> None:
+                 durable: bool = True, sweep: bool = True) -> None:
         self.root = Path(root)
         self.spec = spec
         self.chunk_steps = int(chunk_steps or math.ceil(spec.steps_per_second))
@@ -210,6 +247,8 @@ class Recorder:
         except OSError as err:
             raise UserError(f"cannot record into {root}: {err.strerror or err}") from None
         _check_root_game(self.root, spec)
+        if sweep:
+            sweep_temp_files(self.root)
         self._dir: Path | None = None
         self._meta: dict[str, Any] = {}
         self._buf: dict[str, list[Any]] = {}

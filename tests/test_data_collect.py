@@ -51,6 +51,15 @@ def test_random_events_are_recorded(tmp_path: Path) -> None:
     assert ep.meta["extra"]["events"] == "random"
 
 
+def test_carracing_collect(tmp_path: Path) -> None:
+    assert train.main(["collect", "--game", "carracing", "--policy", "scripted", "--episodes", "1",
+                       "--max-steps", "30", "--out", str(tmp_path)]) == 0
+    ds = open_dataset(tmp_path)
+    ep = ds.load(0)
+    assert ds.spec.family == "carracing" and ep.observations.shape == (31, 96, 96, 3)
+    assert ep.audio is None and ds.episodes[0].meta["chunk_steps"] == 25  # 50 Hz / action repeat 2
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--game", "breakoutt"], "unknown game"),
     (["--game", "breakout", "--episodes", "0"], "--episodes must be >= 1"),

@@ -191,6 +191,11 @@ def test_sigkill_mid_episode_keeps_all_but_the_last_second(tmp_path: Path) -> No
     np.testing.assert_array_equal(ep.observations[0], sim.reset(seed=3))
     for t, action in enumerate(ep.actions):
         np.testing.assert_array_equal(ep.observations[t + 1], sim.step(int(action)).frame)
+    # A half-written temp file of the dead writer is swept by the next recorder on this root.
+    stale = tmp_path / "episode-000000" / f".steps-00000120-00000135.npz.{proc.pid}.tmp"
+    stale.write_bytes(b"half a chunk")
+    Recorder(tmp_path, sim.spec)
+    assert not stale.exists() and not list(tmp_path.glob("episode-*/.*.tmp"))
 
 
 def test_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

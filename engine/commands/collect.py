@@ -126,7 +126,8 @@ def play_episode(job: CollectJob, index: int, seed: int, episode_id: int,
     extra = {"source": "collect", "policy": job.policy, "events": job.events, "index": index}
     # Not durable: chunks are still renamed into place whole (a crash never tears one), but
     # fsync per chunk would cost more than the emulator on a busy disk; meta.json is synced.
-    rec = Recorder(job.out, sim.spec, chunk_steps=job.chunk_steps, extra_meta=extra, durable=False)
+    rec = Recorder(job.out, sim.spec, chunk_steps=job.chunk_steps, extra_meta=extra, durable=False,
+                   sweep=False)
     steps, ret, reported = 0, 0.0, 0
     ended = False  # the game ended or --max-steps cut it (not Ctrl+C, not an error)
     try:

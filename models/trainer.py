@@ -252,6 +252,8 @@ class Trainer:
         self.step = self.stage = self.stage_step = 0
         self.train_seconds = 0.0
         self.writer: Any = None
+        self.finished = False
+        """True once every stage has run its steps."""
         self._resume_optimizer: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------------------ state
@@ -287,7 +289,7 @@ class Trainer:
                  "device": device_name(self.device), "gpus": self.dist.world,
                  "samples_seen": self.step * self.cfg.batch_size * self.dist.world,
                  "parameters": sum(p.numel() for p in self.model.parameters()),
-                 "finished": self.step >= self.cfg.total_steps}
+                 "finished": self.finished}
         save_run(self.run_dir, ema_model=self.ema.model, config=config, spec=self.spec,
                  start_frames=self.start_frames, start_actions=self.start_actions,
                  event_bank=self.event_means, stats=stats, train_state=state,
@@ -319,6 +321,8 @@ class Trainer:
                     optimizer, last = self._run_stage(name, steps, bar, flag, last)
                     if flag.stop:
                         break
+                else:
+                    self.finished = True
         finally:
             bar.close()
             self.save(optimizer)

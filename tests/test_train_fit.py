@@ -139,3 +139,32 @@ def test_eval_writes_json_and_pngs(trained: Path, data: Path, tmp_path: Path) ->
     assert result["episodes"] == load_run(trained).config["data"]["heldout_episodes"]
     for png in ("eval_horizons.png", "eval_strip.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+AR_CONFIG = """\
+game: breakout
+family: autoregressive
+model:
+  train_window: 6
+  tokenizer: {channels: [8, 16, 16]}
+  transformer: {width: 32, layers: 1, heads: 2, window: 4}
+train: {batch_size: 4, lr: 1.0e-3, warmup_steps: 2, eval_every: 0, checkpoint_every: 0, sample_every: 0,
+        num_workers: 0, stages: [tokenizer, dynamics], stage_steps: [3, 3]}
+"""
+
+
+def test_stages_run_in_order_and_resume_knows_the_stage(data: Path, tmp_path: Path) -> None:
+    config = tmp_path / "ar.yaml"
+    config.write_text(AR_CONFIG)
+    out = tmp_path / "ar"
+    base = ["fit", "--config", str(config), "--data", str(data), "--out", str(out), "--device", "cpu",
+            "--no-progress"]
+    assert train.main(base) == 0
+    state = (out / "train_state.yaml").read_text()
+    assert "step: 6\nstage: 1\nstage_step: 3\n" in state
+    # A longer dynamics stage: resume stays in stage 1 and continues its step count.
+    assert train.main([*base, "--resume", "--set", "train.stage_steps=[3,5]"]) == 0
+    state = (out / "train_state.yaml").read_text()
+    assert "step: 8\nstage: 1\nstage_step: 5\n" in state
+    run = load_run(out)
+    assert run.config["stats"]["finished"] and run.config["family"] == "autoregressive"

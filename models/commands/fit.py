@@ -83,7 +83,13 @@ def load_config(args: argparse.Namespace) -> dict[str, Any]:
             raise UserError("--steps must be >= 1")
         if cfg.stages:  # keep the stages' proportions
             total = sum(cfg.stage_steps)
-            scaled = [max(1, round(n * args.steps / total)) for n in cfg.stage_steps]
+            shares = [n * args.steps / total for n in cfg.stage_steps]
+            scaled = [max(1, int(x)) for x in shares]
+            # Hand the remainder to the stages with the largest fractional parts: sums to --steps.
+            for k in sorted(range(len(shares)), key=lambda k: int(shares[k]) - shares[k]):
+                if sum(scaled) >= args.steps:
+                    break
+                scaled[k] += 1
             config["train"]["stage_steps"] = scaled
         config["train"]["steps"] = args.steps
     if cfg.stages:
@@ -159,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"saved {args.out}: step {trainer.step}/{cfg.total_steps}, loss {loss:.4f}, "
               f"{done} steps in {seconds:.0f} s on {device} "
               f"({rate:.2f} steps/s, {rate * cfg.batch_size * trainer.dist.world:.1f} samples/s)")
-    if trainer.step < cfg.total_steps:
+    if not trainer.finished:
         print(f"stopped early; continue with: python train.py fit ... --out {args.out} --resume")
         return 130
     return 0

@@ -16,7 +16,8 @@ def collect(out: Path, *extra: str) -> int:
 
 
 def test_same_seed_same_data_for_any_worker_count(tmp_path: Path) -> None:
-    common = ("--policy", "scripted", "--episodes", "3", "--max-steps", "40", "--seed", "11")
+    common = ("--policy", "scripted", "--episodes", "3", "--max-steps", "40", "--seed", "11",
+              "--events", "random")
     assert collect(tmp_path / "w2", *common, "--workers", "2") == 0
     assert collect(tmp_path / "w1", *common, "--workers", "1") == 0
     a, b = open_dataset(tmp_path / "w2"), open_dataset(tmp_path / "w1")
@@ -27,6 +28,7 @@ def test_same_seed_same_data_for_any_worker_count(tmp_path: Path) -> None:
         assert ea.num_steps == 40 and ea.truncations[-1] and not ea.truncations[:-1].any()
         for field in ("observations", "actions", "rewards", "terminations", "truncations", "audio"):
             np.testing.assert_array_equal(getattr(ea, field), getattr(eb, field), err_msg=field)
+        assert ea.events == eb.events
     # different seeds give different play
     assert not np.array_equal(a.load(0).actions, a.load(1).actions)
 

@@ -45,6 +45,8 @@ class Console:
         if events_supported is None:
             events_supported = bool(getattr(sim, "events_supported", True))
         self.events_supported = events_supported
+        known = getattr(sim, "event_names", None)  # a world model renders only what it was trained on
+        self._known: set[str] | None = set(known) if known is not None else None
         self.is_open = False
         self.text = ""
         self.history: list[str] = []
@@ -241,7 +243,9 @@ class Console:
                 self._apply(value)
 
     def _apply(self, r: Any) -> None:
-        if r.action == "start":
+        if r.action == "start" and self._known is not None and r.event not in self._known:
+            self._say(f"understood as {r.event} ({r.similarity:.2f}), but this model was not trained with it")
+        elif r.action == "start":
             again = r.event in self._active
             self._active.pop(r.event, None)  # a restart moves it to the end, with the new prompt
             self._active[r.event] = WorldEvent(r.event, r.prompt, float(r.similarity), r.embedding)

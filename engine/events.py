@@ -248,13 +248,14 @@ class ScheduleConfig:
     """How `random_schedule` draws events (steps are agent steps)."""
 
     first_onset_max: int = 30
-    gap_min: int = 8
+    gap_min: int = 10
     """Steps between consecutive onsets (drawn uniformly in [gap_min, gap_max])."""
-    gap_max: int = 70
-    duration_min: int = 12
-    duration_max: int = 140
+    gap_max: int = 80
+    duration_min: int = 15
+    duration_max: int = 110
     quiet_prob: float = 0.15
-    """Chance that an onset slot is skipped, leaving event-free stretches."""
+    """Chance that an onset slot is skipped, leaving event-free stretches. With these defaults
+    about 1.2 events are active on average and ~30% of steps have none (the null condition)."""
 
 
 Schedule = list[tuple[int, int, WorldEvent]]
@@ -294,4 +295,10 @@ def random_schedule(
 
 def events_at(schedule: Schedule, step: int) -> tuple[WorldEvent, ...]:
     """The events of `schedule` active on `step`, in onset order."""
-    return tuple(e for start, end, e in schedule if start <= step < end)
+    out = []
+    for start, end, e in schedule:  # sorted by start: stop at the first one still ahead
+        if start > step:
+            break
+        if step < end:
+            out.append(e)
+    return tuple(out)

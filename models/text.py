@@ -103,6 +103,13 @@ class TextEncoder:
                     raise EncoderUnavailable(
                         "sentence-transformers is not installed, so world events are disabled "
                         f"(pip install {ENCODER_PACKAGE})") from e
+                try:  # no "Loading weights" bar or warnings in the middle of a game
+                    from transformers.utils import logging as hf_logging
+
+                    hf_logging.disable_progress_bar()
+                    hf_logging.set_verbosity_error()
+                except ImportError:
+                    pass
                 if not Path(path).is_dir():
                     raise EncoderUnavailable(f"text encoder not found at {path}; world events are disabled")
                 try:

@@ -170,3 +170,18 @@ def test_frame_loop_is_not_stalled_by_typing(encoder):
     p99 = np.percentile(typing, 99) * 1000
     assert p99 < 25, f"console p99 {p99:.1f} ms per frame (idle {np.percentile(idle, 99) * 1000:.1f})"
     c.close()
+
+
+def test_event_the_model_never_saw_is_refused(encoder):
+    class Neural:
+        spec = BREAKOUT
+        events_supported = True
+        event_names = ("rain", "night")
+
+    c = Console(sim=Neural(), encoder=encoder)
+    c.submit("let it snow")
+    c.submit("make it rain")
+    wait(c, lambda: c._pending == 0)
+    assert [e.name for e in c.active] == ["rain"]
+    assert any("not trained with it" in line for line in c._log)
+    c.close()

@@ -251,8 +251,8 @@ class Recorder:
             sweep_temp_files(self.root)
         self._dir: Path | None = None
         self._meta: dict[str, Any] = {}
-        self._buf: dict[str, list[Any]] = {}
-        self._written = 0  # steps already on disk in the open episode
+        self._state: tuple[int, list[tuple[Any, ...]]] = (0, [])
+        """(steps already flushed in the open episode, steps buffered since)."""
         self._audio_len: int | None = None
         self._frame_shape: tuple[int, ...] = ()
         self._closing = False
@@ -268,7 +268,7 @@ class Recorder:
     @property
     def num_steps(self) -> int:
         """Steps added to the open episode so far (written or buffered)."""
-        return self._written + len(self._buf.get("actions", ()))
+        return self._state[0] + len(self._state[1])
 
     def begin_episode(self, first_frame: np.ndarray, seed: int | None, *,
                       episode_id: int | None = None) -> Path:
@@ -301,8 +301,7 @@ class Recorder:
         write_atomic(path / START_FILE, npz_bytes({"observation": frame}, self.compresslevel))
         write_atomic(path / META_FILE, json.dumps(self._meta, indent=1).encode())
         self._dir = path
-        self._buf = {k: [] for k in STEP_FIELDS}
-        self._written = 0
+        self._state = (0, [])
         self._audio_len = None
         self._frame_shape = frame.shape
         return path
@@ -325,37 +324,38 @@ class Recorder:
             self._audio_len = n_audio
         elif n_audio != self._audio_len:
             raise ValueError(f"audio of {n_audio} samples in a step; earlier steps had {self._audio_len}")
-        buf = self._buf
-        buf["observations"].append(step.frame)
-        buf["actions"].append(int(action))
-        buf["rewards"].append(float(step.reward))
-        buf["terminations"].append(bool(step.terminated))
-        buf["truncations"].append(bool(step.truncated))
-        buf["audio"].append(audio)
-        buf["events"].append(encode_events(events))
-        if len(buf["actions"]) >= self.chunk_steps:
+        # One append per step and one assignment per flush: a KeyboardInterrupt (or a signal
+        # handler calling close()) between any two bytecodes never leaves half a step buffered
+        # or a chunk counted twice; at worst the chunk being written is missing (a gap the
+        # reader reports), never wrong.
+        _, buf = self._state
+        buf.append((step.frame, int(action), float(step.reward), bool(step.terminated),
+                    bool(step.truncated), audio, encode_events(events)))
+        if len(buf) >= self.chunk_steps:
             self._flush()
 
     def _flush(self) -> None:
-        buf = self._buf
-        n = len(buf["actions"])
-        if n == 0 or self._dir is None:
+        start, buf = self._state
+        if not buf or self._dir is None:
             return
+        frames, actions, rewards, terms, truncs, audio, events = zip(*buf)
         arrays = {
-            "observations": np.stack(buf["observations"]),
-            "actions": np.asarray(buf["actions"], dtype=np.int32),
-            "rewards": np.asarray(buf["rewards"], dtype=np.float32),
-            "terminations": np.asarray(buf["terminations"], dtype=bool),
-            "truncations": np.asarray(buf["truncations"], dtype=bool),
-            "events": np.asarray(buf["events"], dtype=np.str_),
+            "observations": np.stack(frames),
+            "actions": np.asarray(actions, dtype=np.int32),
+            "rewards": np.asarray(rewards, dtype=np.float32),
+            "terminations": np.asarray(terms, dtype=bool),
+            "truncations": np.asarray(truncs, dtype=bool),
+            "events": np.asarray(events, dtype=np.str_),
         }
         if self._audio_len is not None and self._audio_len >= 0:
-            arrays["audio"] = np.stack(buf["audio"])
-        start = self._written
-        write_atomic(self._dir / chunk_filename(start, start + n), npz_bytes(arrays, self.compresslevel),
-                     durable=self.durable)
-        self._written += n
-        self._buf = {k: [] for k in STEP_FIELDS}
+            arrays["audio"] = np.stack(audio)
+        self._state = (start + len(buf), [])
+        try:
+            write_atomic(self._dir / chunk_filename(start, start + len(buf)),
+                         npz_bytes(arrays, self.compresslevel), durable=self.durable)
+        except BaseException:  # Ctrl+C mid-write: put the steps back so close() writes them
+            self._state = (start, buf + self._state[1])
+            raise
 
     def end_episode(self) -> None:
         """Flush the last partial chunk and mark the episode complete in meta.json."""
@@ -364,11 +364,11 @@ class Recorder:
         try:
             self._flush()
             ended, ended_unix = _now()
-            self._meta.update(end_time=ended, end_unix=ended_unix, complete=True, num_steps=self._written)
+            self._meta.update(end_time=ended, end_unix=ended_unix, complete=True, num_steps=self._state[0])
             write_atomic(self._dir / META_FILE, json.dumps(self._meta, indent=1).encode())
         finally:
             self._dir = None
-            self._buf = {}
+            self._state = (0, [])
 
     def close(self) -> None:
         """End any open episode. Safe to call twice, from `finally` or a signal handler."""

@@ -79,8 +79,9 @@ def test_unwritable_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "cannot record" in capsys.readouterr().err
 
 
-def test_ctrl_c_closes_episodes_cleanly(tmp_path: Path) -> None:
-    """SIGINT to a 2-worker collect: the episodes in play are closed, nothing is torn or lost."""
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_closes_episodes_cleanly(tmp_path: Path, workers: str) -> None:
+    """SIGINT to collect: the episodes in play are closed, nothing is torn or lost."""
     import os
     import signal
     import subprocess
@@ -92,7 +93,7 @@ def test_ctrl_c_closes_episodes_cleanly(tmp_path: Path) -> None:
     out = tmp_path / "d"
     proc = subprocess.Popen(
         [sys.executable, str(root / "train.py"), "collect", "--game", "breakout", "--policy", "random",
-         "--episodes", "8", "--max-steps", "5000", "--workers", "2", "--no-audio", "--out", str(out)],
+         "--episodes", "8", "--max-steps", "5000", "--workers", workers, "--no-audio", "--out", str(out)],
         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONPATH": str(root)})
     deadline = time.monotonic() + 60

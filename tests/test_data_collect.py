@@ -37,8 +37,10 @@ def test_runs_append_and_random_policy(tmp_path: Path) -> None:
     assert collect(tmp_path, "--policy", "random", "--episodes", "1", "--max-steps", "20", "--no-audio") == 0
     assert collect(tmp_path, "--policy", "random", "--episodes", "1", "--max-steps", "20", "--seed", "7",
                    "--no-audio") == 0
+    assert collect(tmp_path, "--policy", "random", "--episodes", "2", "--max-steps", "5", "--no-audio") == 0
     ds = open_dataset(tmp_path)
-    assert [e.id for e in ds.episodes] == [0, 1] and [e.meta["seed"] for e in ds.episodes] == [0, 7]
+    assert [e.id for e in ds.episodes] == [0, 1, 2, 3]
+    assert [e.meta["seed"] for e in ds.episodes] == [0, 7, 8, 9]  # appending continues the seeds
     assert ds.load(0).audio is None and ds.episodes[0].meta["extra"]["policy"] == "random"
 
 

@@ -8,6 +8,7 @@ to the k-th episode id reserved up front, so the same seed gives the same datase
 from __future__ import annotations
 
 import argparse
+import json
 import queue
 import time
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ examples:
   python train.py collect --game carracing --policy scripted --episodes 20 --out data/car --events random
 
 Episode k uses seed S+k: rerunning with the same --seed gives the same data for any --workers.
-Runs append: collecting twice into one --out adds episodes (one game per directory).
+Runs append: collecting again into one --out adds new episodes, continuing the seeds unless
+--seed is given (one game per directory).
 """
 
 PROGRESS_EVERY = 64
@@ -68,7 +70,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--episodes", type=int, default=10, help="episodes to record (default: 10)")
     p.add_argument("--out", required=True, help="dataset directory (created; runs append to it)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="episode k uses seed SEED+k (default: 0)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="episode k uses seed SEED+k (default: 0 for a new directory, else one past "
+                        "the highest seed already in it, so appending never repeats episodes)")
     p.add_argument("--max-steps", type=int, default=1000,
                    help="cut an episode after this many agent steps, marked truncated (default: 1000)")
     p.add_argument("--frameskip", type=int, default=4, help="Atari emulator frames per step (default: 4)")
@@ -183,6 +187,20 @@ def _worker(task: tuple[CollectJob, int, int, int]) -> EpisodeResult | None:
                         stop=_stop_event.is_set)
 
 
+def next_seed(root: str | Path) -> int:
+    """One past the highest episode seed already recorded in `root` (0 when none)."""
+    from engine.dataset import META_FILE, episode_dirname, episode_ids
+
+    seeds = [-1]
+    for eid in episode_ids(Path(root)):
+        try:
+            meta = json.loads((Path(root) / episode_dirname(eid) / META_FILE).read_text())
+            seeds.append(int(meta["seed"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return max(seeds) + 1
+
+
 def run(args: argparse.Namespace) -> int:
     import multiprocessing as mp
 
@@ -199,8 +217,9 @@ def run(args: argparse.Namespace) -> int:
     job = CollectJob(game=spec.name, policy=args.policy, out=str(args.out), max_steps=args.max_steps,
                      frameskip=args.frameskip, action_repeat=args.action_repeat,
                      audio=not args.no_audio, events=args.events)
+    seed = next_seed(args.out) if args.seed is None else args.seed
     ids = reserve_episode_ids(args.out, args.episodes)
-    tasks = [(job, k, args.seed + k, eid) for k, eid in enumerate(ids)]
+    tasks = [(job, k, seed + k, eid) for k, eid in enumerate(ids)]
     results: list[EpisodeResult] = []
     answered = 0
     interrupted = False
@@ -260,7 +279,8 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     steps = sum(r.steps for r in results)
     returns = [r.ret for r in results] or [0.0]
-    print(f"{'interrupted: ' if interrupted else ''}recorded {len(results)} episodes, {steps} steps into {args.out} in {elapsed:.1f} s "
+    print(f"{'interrupted: ' if interrupted else ''}recorded {len(results)} episodes "
+          f"(seeds from {seed}), {steps} steps into {args.out} in {elapsed:.1f} s "
           f"({steps / max(elapsed, 1e-9):.0f} steps/s); return mean {sum(returns) / len(returns):.2f} "
           f"min {min(returns):.2f} max {max(returns):.2f}")
     return 130 if interrupted else 0

@@ -199,15 +199,16 @@ def _kind(meta: dict[str, Any]) -> str:
     return f"{meta['game']}, frameskip {meta['frameskip']}" + (f", {shape[0]}x{shape[1]}" if shape else "")
 
 
-def _check_root_game(root: Path, spec: GameSpec) -> None:
-    """Refuse to record a second game (or step size) into a root."""
+def _check_root_game(root: Path, spec: GameSpec) -> dict[str, Any] | None:
+    """Refuse to record a second game (or step size) into a root; returns an existing meta."""
     for eid in episode_ids(root):
         meta = _read_meta(root / episode_dirname(eid))
         if meta is not None:
             if (meta["game"], meta["frameskip"]) != (spec.name, spec.frameskip):
                 raise UserError(f"{root} already holds {_kind(meta)} episodes; record {spec.name}, "
                                 f"frameskip {spec.frameskip} into another directory")
-            return
+            return meta
+    return None
 
 
 # --------------------------------------------------------------------------- Recorder
@@ -246,7 +247,8 @@ class Recorder:
             probe.unlink()
         except OSError as err:
             raise UserError(f"cannot record into {root}: {err.strerror or err}") from None
-        _check_root_game(self.root, spec)
+        existing = _check_root_game(self.root, spec)
+        self._root_shape = list(existing["observation_shape"]) if existing else None
         if sweep:
             sweep_temp_files(self.root)
         self._dir: Path | None = None
@@ -281,6 +283,11 @@ class Recorder:
         frame = np.asarray(first_frame)
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"frames must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+        if self._root_shape is not None and list(frame.shape) != self._root_shape:
+            h, w = self._root_shape[:2]
+            raise UserError(f"{self.root} holds {h}x{w} frames and this game shows {frame.shape[0]}x"
+                            f"{frame.shape[1]} (a neural game?); record into another directory")
+        self._root_shape = list(frame.shape)
         if episode_id is None:
             episode_id = reserve_episode_ids(self.root, 1)[0]
         path = self.root / episode_dirname(episode_id)

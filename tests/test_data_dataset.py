@@ -144,6 +144,9 @@ def test_one_game_per_root(tmp_path: Path) -> None:
     play(tmp_path / "a", 5, seed=0)
     with pytest.raises(UserError, match="already holds breakout, frameskip 4, 210x160 episodes"):
         Recorder(tmp_path / "a", make_simulator("pong").spec)
+    rec = Recorder(tmp_path / "a", make_simulator("breakout").spec)
+    with pytest.raises(UserError, match="holds 210x160 frames and this game shows 64x64"):
+        rec.begin_episode(np.zeros((64, 64, 3), np.uint8), 0)
     play(tmp_path / "b", 5, seed=0, game="pong")
     os.rename(tmp_path / "b" / "episode-000000", tmp_path / "a" / "episode-000007")
     with pytest.raises(UserError, match="mixes games"):

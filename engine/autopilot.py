@@ -131,7 +131,14 @@ class BreakoutPlayer(_Scripted):
 
 
 class PongPlayer(_Scripted):
-    """Moves the right paddle to the ball's height (to the centre while the ball is away)."""
+    """Moves the right paddle to where the ball will cross it (bounces off the walls included)."""
+
+    paddle_x = 188  # ram[49] of the ball when it reaches our paddle
+    wall_top, wall_bottom = 46, 207  # ram[54] range of the ball
+
+    def reset(self) -> None:
+        super().reset()
+        self.prev: tuple[int, int] | None = None
 
     def readable(self, sim: Simulator) -> bool:
         return _has_ram(sim)
@@ -139,13 +146,26 @@ class PongPlayer(_Scripted):
     def decide(self, sim: Any) -> int:
         ram = sim.ram()
         paddle, ball_x, ball_y = int(ram[51]), int(ram[49]), int(ram[54])
-        target = ball_y - 10.2 if ball_x > 0 and ball_y > 0 else 115.0
+        target = 115.0  # centre while no ball is in play
+        if ball_x > 0 and ball_y > 0:
+            y = float(ball_y)
+            if self.prev is not None and ball_x > self.prev[0]:
+                vx, vy = ball_x - self.prev[0], ball_y - self.prev[1]
+                y = ball_y + vy * (self.paddle_x - ball_x) / vx
+                # Fold the straight-line estimate back into the field (mirror at the walls).
+                lo, span = self.wall_top, self.wall_bottom - self.wall_top
+                y = (y - lo) % (2 * span)
+                y = lo + (y if y < span else 2 * span - y)
+            self.prev = (ball_x, ball_y)
+            target = y - 10.2  # paddle-ram units aligned with the ball
+        else:
+            self.prev = None
         up, down = self._a("RIGHT"), self._a("LEFT")
         if paddle > target + 4:
             return up
         if paddle < target - 4:
             return down
-        return self._a("FIRE") if self.rng.random() < 0.1 else self._a("NOOP")
+        return self._a("NOOP")
 
 
 class GenericAtariPlayer(_Scripted):

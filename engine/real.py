@@ -206,13 +206,17 @@ class CarRacingSimulator:
         info: dict[str, Any] = {}
         frame = None
         with self._physics():
-            for _ in range(self.action_repeat):
-                frame, r, terminated, _, tick_info = self.env.step(control)
+            for tick in range(self.action_repeat):
+                last = tick == self.action_repeat - 1 or self._ticks + 1 >= self.max_ticks
+                with self._no_render(skip=not last):
+                    frame, r, terminated, _, tick_info = self.env.step(control)
                 self._ticks += 1
                 reward += float(r)
                 info.update(tick_info)
                 truncated = self._ticks >= self.max_ticks
                 if terminated or truncated:
+                    if frame is None:  # ended on a tick we did not draw
+                        frame = self.env._render("state_pixels")
                     break
         info["tiles"] = int(self.env.tile_visited_count)
         return Step(
@@ -239,6 +243,21 @@ class CarRacingSimulator:
             raise ValueError("physics scales must be > 0")
         self.friction_scale = float(friction_scale)
         self.engine_power_scale = float(engine_power_scale)
+
+    @contextmanager
+    def _no_render(self, skip: bool) -> Iterator[None]:
+        """Skip drawing the state pixels on ticks whose frame nobody sees (half the step time).
+
+        CarRacing.step draws after every physics tick; drawing has no effect on the physics.
+        """
+        if not skip:
+            yield
+            return
+        self.env._render = lambda mode: None  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            del self.env._render  # back to the class method
 
     @contextmanager
     def _physics(self) -> Iterator[None]:

@@ -108,7 +108,16 @@ def _open_simulator(args: argparse.Namespace) -> tuple[Any, bool]:
     audio = not args.no_audio and (not args.headless or args.record is not None)
     sim = make_simulator(args.game or "breakout", frameskip=args.frameskip, sticky=args.sticky,
                          action_repeat=args.action_repeat, audio=audio, seed=args.seed)
-    return sim, False
+    return _with_events(sim, args.seed), False
+
+
+def _with_events(sim: Any, seed: int | None) -> Any:
+    """The real game with world events applied for real (overlays, physics, RAM)."""
+    try:
+        from engine.events import EventLayer
+    except ImportError:
+        return sim
+    return EventLayer(sim, seed=seed or 0)
 
 
 def _make_real(args: argparse.Namespace, spec: Any) -> Any:
@@ -117,7 +126,7 @@ def _make_real(args: argparse.Namespace, spec: Any) -> Any:
 
     def build() -> Any:
         skip = {"frameskip": spec.frameskip} if spec.family == "atari" else {"action_repeat": spec.frameskip}
-        return make_simulator(spec.name, sticky=args.sticky, audio=False, **skip)
+        return _with_events(make_simulator(spec.name, sticky=args.sticky, audio=False, **skip), args.seed)
 
     return build
 

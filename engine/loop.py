@@ -166,7 +166,7 @@ class FrameLoop:
         """Hand the worker its next job: a split toggle, a reset, a sampler change or a step."""
         if self.want_split is not None:
             on, self.want_split = self.want_split, None
-            self.split = on
+            self.split, self.want_reset = on, False  # the toggle restarts both sides itself
             self.seeds.append(self.session.next_seed - 1)
             self.runner.submit(self.session.set_split, on)
         elif self.want_reset:
@@ -294,16 +294,16 @@ class FrameLoop:
         rec = "  REC" if self.recording else ""
         line2 = f"{self.display.fps:.0f} FPS  {float(ms):.1f} ms/frame  {sps:.1f} steps/s{rec}"
         model = getattr(self.sim, "model_name", None)
-        if model is None:
-            line3 = "real game  (Enter reset, P pause, F12 screenshot, Esc quit)"
-        else:
-            line3 = f"model {model}"
-            if self.presets:
-                line3 += f"  sampler {getattr(self.sim, 'sampler', '?')} (F2)"
-            if self.split and self.last is not None and self.last.psnr is not None:
-                line3 += f"  split: PSNR {self.last.psnr:.1f} dB (Tab)"
-            elif self.can_split:
-                line3 += "  (Tab: split view)"
+        parts = [f"model {model}" if model is not None else "real game"]
+        if self.presets:
+            parts.append(f"sampler {getattr(self.sim, 'sampler', '?')} (F2)")
+        if self.split and self.last is not None and self.last.psnr is not None:
+            parts.append(f"split: PSNR {self.last.psnr:.1f} dB vs real (Tab)")
+        elif self.can_split:
+            parts.append("Tab: split view")
+        if model is None and not self.can_split:
+            parts.append("Enter reset, P pause, F12 screenshot, Esc quit")
+        line3 = "   ".join(parts)
         return [line1, line2, line3]
 
     def _summary(self, wall_s: float) -> LoopSummary:

@@ -195,3 +195,39 @@ def test_display_fits_any_frame_size() -> None:
         assert display.window.get_size() == (333, 500)
     finally:
         display.close()
+
+
+def test_split_view_feeds_both_sides_the_same_keys(tmp_path: Path) -> None:
+    """Tab starts a second (real) game beside the first, reset together and fed the same
+    actions; with the real game on both sides the divergence figure must read identical."""
+    main = ActionLog(make_simulator("breakout", audio=False))
+    psnrs: list[float] = []
+
+    def script(i: int, loop: FrameLoop) -> None:
+        if i == 5:
+            tap(pygame.K_TAB)
+        elif 10 <= i < 60 and i % 10 == 0:
+            tap(pygame.K_SPACE)
+            pygame.event.post(key(pygame.KEYDOWN if i % 20 else pygame.KEYUP, pygame.K_LEFT))
+        if loop.last is not None and loop.last.psnr is not None:
+            psnrs.append(loop.last.psnr)
+        if i == 70:
+            assert loop.display.split and "PSNR 99.0 dB" in loop.hud_lines()[2]
+            tap(pygame.K_TAB)
+        elif i == 80:
+            assert loop.session.real is None and not loop.display.split
+            pygame.event.post(key(pygame.KEYDOWN, pygame.K_ESCAPE))
+
+    display = Display(DisplayConfig(scale=2), (210, 160))
+    loop = FrameLoop(main, LoopConfig(seed=2), display=display,
+                     controls=InputState(pygame_key_names()), keymap=Keymap.for_spec(main.spec),
+                     make_real=lambda: make_simulator("breakout", audio=False),
+                     on_frame=lambda i: script(i, loop))
+    try:
+        loop.run()
+    finally:
+        display.close()
+        main.close()
+    assert main.resets == 3  # start, split on, split off
+    assert len(psnrs) > 20 and set(psnrs) == {99.0}
+    assert set(main.actions) >= {0, 1}

@@ -20,6 +20,7 @@ from collections import deque
 from typing import Any
 
 from engine.simulator import GameSpec, WorldEvent
+from models.text import clean_prompt  # light: torch and the encoder load on the worker thread
 
 MAX_PROMPT_CHARS = 200
 LOG_LINES = 4
@@ -179,8 +180,6 @@ class Console:
 
     def submit(self, prompt: str) -> None:
         """Send a prompt to be understood (also what Enter does); empty prompts are ignored."""
-        from models.text import clean_prompt
-
         text, cut = clean_prompt(prompt, MAX_PROMPT_CHARS)
         if not text:
             return

@@ -248,14 +248,15 @@ class ScheduleConfig:
     """How `random_schedule` draws events (steps are agent steps)."""
 
     first_onset_max: int = 30
-    gap_min: int = 10
+    gap_min: int = 12
     """Steps between consecutive onsets (drawn uniformly in [gap_min, gap_max])."""
     gap_max: int = 80
     duration_min: int = 15
-    duration_max: int = 110
-    quiet_prob: float = 0.15
+    duration_max: int = 100
+    quiet_prob: float = 0.3
     """Chance that an onset slot is skipped, leaving event-free stretches. With these defaults
-    about 1.2 events are active on average and ~30% of steps have none (the null condition)."""
+    about 32% of steps have no event (the null condition), 51% one and 18% two or more,
+    with ~16 onsets per 1000 steps."""
 
 
 Schedule = list[tuple[int, int, WorldEvent]]

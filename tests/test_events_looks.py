@@ -71,7 +71,7 @@ def test_random_schedule_has_many_transitions_and_combinations():
     for game in ["breakout", "carracing", "pong"]:
         sched = random_schedule(np.random.default_rng(0), game, 1000)
         assert sched == random_schedule(np.random.default_rng(0), game, 1000)
-        assert len(sched) >= 15
+        assert len(sched) >= 10
         names = {e.name for _, _, e in sched}
         assert all(cat.events[n].applies_to(game) for n in names)
         for start, end, e in sched:

@@ -1,0 +1,1 @@
+"""Autoregressive world-model parts: FSQ frame tokenizer, dynamics transformer, MaskGIT sampler."""

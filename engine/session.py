@@ -43,15 +43,22 @@ class Outcome:
 
 
 def resize_area(frame: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(H, W, C) uint8 -> (height, width, C) uint8 by averaging each output pixel's source box."""
+    """(H, W, C) uint8 -> (height, width, C) uint8, each output pixel the mean of its source box.
+
+    Boxes as in adaptive average pooling (torch's "area" interpolation, which the training data
+    uses): output row i covers source rows floor(i*H/h) .. ceil((i+1)*H/h). Summed through an
+    integral image, so any size ratio costs the same.
+    """
     h, w = frame.shape[:2]
     if (h, w) == (height, width):
         return frame
-    rows = (np.arange(height) * h) // height
-    cols = (np.arange(width) * w) // width
-    sums = np.add.reduceat(np.add.reduceat(frame.astype(np.float32), rows, axis=0), cols, axis=1)
-    counts = np.diff(np.append(rows, h))[:, None, None] * np.diff(np.append(cols, w))[None, :, None]
-    return np.clip(np.rint(sums / counts), 0, 255).astype(np.uint8)
+    integral = np.pad(frame.astype(np.float64), ((1, 0), (1, 0), (0, 0))).cumsum(0).cumsum(1)
+    i, j = np.arange(height), np.arange(width)
+    r0, r1 = (i * h) // height, -((-(i + 1) * h) // height)
+    c0, c1 = (j * w) // width, -((-(j + 1) * w) // width)
+    sums = (integral[r1][:, c1] - integral[r0][:, c1] - integral[r1][:, c0] + integral[r0][:, c0])
+    area = ((r1 - r0)[:, None] * (c1 - c0)[None, :])[..., None]
+    return np.clip(np.rint(sums / area), 0, 255).astype(np.uint8)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -77,14 +84,29 @@ class Session:
             self.recording = False
             self.recorder.end_episode()
         seed, self.next_seed = self.next_seed, self.next_seed + 1
-        self.frame = self.sim.reset(seed)
-        real_frame = self.real.reset(seed) if self.real is not None else None
+        real_frame = None
+        if self.real is not None and hasattr(self.sim, "reset_from"):
+            self.frame, real_frame = self._reset_aligned(seed)
+        else:
+            self.frame = self.sim.reset(seed)
+            real_frame = self.real.reset(seed) if self.real is not None else None
         if self.policy is not None:
             self.policy.reset()
         if self.recorder is not None:
             self.recorder.begin_episode(self.frame, seed)
             self.recording = True
         return self._outcome(Outcome(self.frame, real_frame=real_frame))
+
+    def _reset_aligned(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Split view: start the model from the real game's own first frames (NOOPs between
+        them), so both sides begin in the same state and divergence measures the model alone."""
+        assert self.real is not None
+        neural: Any = self.sim
+        frames = [self.real.reset(seed)]
+        actions = [0] * (int(neural.context_frames) - 1)
+        for a in actions:
+            frames.append(self.real.step(a, ()).frame)
+        return neural.reset_from(np.stack(frames), actions, seed), frames[-1]
 
     def step(self, action: int, events: tuple[WorldEvent, ...]) -> Outcome:
         if self.policy is not None:

@@ -134,6 +134,31 @@ class NeuralSimulator:
             self._state = self.model.start(frames, actions)
         return self._to_image(frames[0, -1])
 
+    @property
+    def context_frames(self) -> int:
+        """How many real frames `reset_from` needs (the model's context length C)."""
+        return int(self.model.context_frames)
+
+    def reset_from(self, frames: np.ndarray, actions: Sequence[int], seed: int | None = None) -> np.ndarray:
+        """Start from a live real context instead of a stored one (the split view's real game).
+
+        Args:
+            frames: (C, H, W, 3) uint8 real frames, any size (area-resized to the model's).
+            actions: the C - 1 actions taken between them.
+        Returns the newest context frame at model resolution, (R, R, 3) uint8.
+        """
+        from models.data import resize_frames
+
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self._generator.manual_seed(int(self._rng.integers(2**62)))
+        small = resize_frames(np.asarray(frames, dtype=np.uint8), int(self.model.resolution))
+        x = torch.from_numpy(small)[None].to(self.device).float() / 127.5 - 1  # (1, C, 3, R, R)
+        act = torch.as_tensor(list(actions), dtype=torch.long, device=self.device)[None]
+        with torch.inference_mode():
+            self._state = self.model.start(x, act)
+        return self._to_image(x[0, -1])
+
     def step(self, action: int, events: Sequence[WorldEvent] = ()) -> Step:
         if self._state is None:
             raise RuntimeError("call reset() before step()")

@@ -54,8 +54,8 @@ class Speed:
 
 def measure(game: str, policy_kind: str, steps: int, write: bool, seed: int, audio: bool) -> Speed:
     from engine.autopilot import make_policy
-    from engine.dataset import Recorder
     from engine.games import make_simulator
+    from engine.recorder import Recorder
 
     out = tempfile.mkdtemp(prefix="collect-speed-")
     done = episodes = 0

@@ -115,8 +115,8 @@ def play_episode(job: CollectJob, index: int, seed: int, episode_id: int,
     import numpy as np
 
     from engine.autopilot import make_policy
-    from engine.dataset import Recorder
     from engine.games import make_simulator
+    from engine.recorder import Recorder
 
     sim: Any = make_simulator(job.game, frameskip=job.frameskip, action_repeat=job.action_repeat,
                               audio=job.audio, seed=seed)
@@ -189,7 +189,7 @@ def _worker(task: tuple[CollectJob, int, int, int]) -> EpisodeResult | None:
 
 def next_seed(root: str | Path) -> int:
     """One past the highest episode seed already recorded in `root` (0 when none)."""
-    from engine.dataset import META_FILE, episode_dirname, episode_ids
+    from engine.recorder import META_FILE, episode_dirname, episode_ids
 
     seeds = [-1]
     for eid in episode_ids(Path(root)):
@@ -206,8 +206,8 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from engine.dataset import Recorder, episode_dirname, reserve_episode_ids
     from engine.games import find_game
+    from engine.recorder import Recorder, episode_dirname, reserve_episode_ids
 
     _check(args)
     spec = find_game(args.game, frameskip=args.frameskip, action_repeat=args.action_repeat)

@@ -266,6 +266,11 @@ class Recorder:
         return self._dir
 
     @property
+    def root_frame_shape(self) -> list[int] | None:
+        """(H, W, 3) of the frames already in the root (every episode must match), if any."""
+        return self._root_shape
+
+    @property
     def num_steps(self) -> int:
         """Steps added to the open episode so far (written or buffered)."""
         return self._state[0] + len(self._state[1])

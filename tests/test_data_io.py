@@ -66,6 +66,33 @@ def test_import_round_trip_and_info(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert summary["bytes_on_disk"] > 0 and summary["event_onsets"] == {}
 
 
+def test_export_import_round_trip_keeps_audio_and_events(tmp_path: Path) -> None:
+    from engine.recorder import Recorder
+    from engine.simulator import WorldEvent
+
+    rain = WorldEvent("rain", "make it rain")
+    sim = make_simulator("breakout", seed=2)
+    with Recorder(tmp_path / "rec", sim.spec) as rec:
+        for seed, steps in ((2, 70), (3, 10)):
+            rec.begin_episode(sim.reset(seed=seed), seed)
+            for t in range(steps):
+                active = [rain] if 20 <= t < 60 else []
+                rec.add(t % sim.spec.num_actions, sim.step(t % sim.spec.num_actions, active), active)
+    assert train.main(["export", "--data", str(tmp_path / "rec"), "--out", str(tmp_path / "npz")]) == 0
+    files = sorted(str(p) for p in (tmp_path / "npz").glob("*.npz"))
+    assert [Path(f).name for f in files] == ["episode-000000.npz", "episode-000001.npz"]
+    assert train.main(["import", "--game", "breakout", "--out", str(tmp_path / "back"), *files]) == 0
+    a, b = open_dataset(tmp_path / "rec"), open_dataset(tmp_path / "back")
+    for i in range(2):
+        ea, eb = a.load(i), b.load(i)
+        for field in ("observations", "actions", "rewards", "terminations", "truncations", "audio"):
+            np.testing.assert_array_equal(getattr(ea, field), getattr(eb, field), err_msg=field)
+        assert ea.events == eb.events
+    assert a.load(0).events[30] == (("rain", "make it rain"),)
+    assert train.main(["export", "--data", str(tmp_path / "rec"), "--out", str(tmp_path / "x"),
+                       "--episodes", "5"]) == 2
+
+
 def malformed(tmp_path: Path, name: str, **fields: np.ndarray) -> str:
     good = {"frames": np.zeros((4, 210, 160, 3), np.uint8), "actions": np.zeros(3, np.int32),
             "rewards": np.zeros(3, np.float32), "terminations": np.zeros(3, bool),
@@ -84,6 +111,8 @@ def malformed(tmp_path: Path, name: str, **fields: np.ndarray) -> str:
     ("range", {"actions": np.array([0, 9, 1])}, "field actions holds 9 at step 1"),
     ("obj", {"rewards": np.array([0.0, None, 1.0], dtype=object)}, "unreadable array"),
     ("flag", {"terminations": np.array([0, 2, 0])}, "field terminations must be bool"),
+    ("audio", {"audio": np.zeros((2, 8), np.uint8)}, "field audio must be (3, S) uint8"),
+    ("events", {"events": np.array(["", "rain", ""])}, "field events at step 1 is not a JSON list"),
 ])
 def test_import_rejects_malformed_npz(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str,
                                       fields: dict, message: str) -> None:

@@ -23,6 +23,12 @@ example:
   python train.py import --game breakout --out data/mine ep0.npz ep1.npz
 """
 
+EXPORT_EXAMPLES = """\
+example:
+  python train.py export --data data/breakout --out npz/breakout
+  python train.py import --game breakout --out data/copy npz/breakout/*.npz   # and back
+"""
+
 INFO_EXAMPLES = """\
 example:
   python train.py info --data data/breakout
@@ -45,6 +51,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--action-repeat", type=int, default=2, help="CarRacing ticks per step (default 2)")
     p.add_argument("files", nargs="+", metavar="FILE.npz", help="one episode per file")
     p.set_defaults(func=run_import)
+
+    e = sub.add_parser(
+        "export", help="write a dataset's episodes as npz files (the import format)",
+        description="Write each episode of a dataset as one npz file holding frames, actions, "
+                    "rewards, terminations, truncations, and audio / events when recorded: the "
+                    "files `train.py import` takes, readable anywhere with np.load.",
+        epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("--data", required=True, help="dataset directory")
+    e.add_argument("--out", required=True, help="directory for the npz files (created)")
+    e.add_argument("--episodes", type=int, nargs="*", metavar="I",
+                   help="positions in the dataset's episode list (default: all)")
+    e.set_defaults(func=run_export)
 
     q = sub.add_parser(
         "info", help="summarise a dataset: episodes, steps, returns, actions, size",
@@ -106,36 +124,117 @@ def load_npz_episode(path: str | Path, num_actions: int) -> dict[str, Any]:
             raise UserError(f"{path}: field {k} must be bool or 0/1")
     if not np.isfinite(arrays["rewards"]).all():
         raise UserError(f"{path}: field rewards holds NaN or infinity")
+    arrays.update(_optional_fields(path, steps))
     return arrays
+
+
+def _optional_fields(path: Path, steps: int) -> dict[str, Any]:
+    """`audio` (T, S) uint8 and `events` (T,) JSON strings, as `train.py export` writes them."""
+    import numpy as np
+
+    from engine.recorder import decode_events
+
+    out: dict[str, Any] = {}
+    with np.load(path, allow_pickle=False) as npz:
+        try:
+            audio = npz["audio"] if "audio" in npz.files else None
+            events = npz["events"] if "events" in npz.files else None
+        except ValueError as err:
+            raise UserError(f"{path}: unreadable array ({err})") from None
+    if audio is not None:
+        if audio.dtype != np.uint8 or audio.ndim != 2 or audio.shape[0] != steps:
+            raise UserError(f"{path}: field audio must be ({steps}, S) uint8, got {audio.shape} {audio.dtype}")
+        out["audio"] = audio
+    if events is not None:
+        if events.dtype.kind != "U" or events.shape != (steps,):
+            raise UserError(f"{path}: field events must be ({steps},) strings, got {events.shape} {events.dtype}")
+        decoded = []
+        for t, text in enumerate(events):
+            try:
+                decoded.append(decode_events(str(text)))
+            except (ValueError, TypeError):
+                raise UserError(f"{path}: field events at step {t} is not a JSON list of "
+                                f"[name, prompt] pairs: {str(text)[:60]!r}") from None
+        out["events"] = decoded
+    return out
 
 
 def run_import(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from engine.dataset import Recorder, open_dataset
+    from engine.dataset import open_dataset
     from engine.games import find_game
-    from engine.simulator import Step
+    from engine.recorder import Recorder
+    from engine.simulator import Step, WorldEvent
 
     spec = find_game(args.game, frameskip=args.frameskip, action_repeat=args.action_repeat)
-    episodes = [load_npz_episode(f, spec.num_actions) for f in args.files]  # check all before writing
-    shapes = {e["frames"].shape[1:] for e in episodes}
-    if len(shapes) > 1:
-        raise UserError(f"the files mix frame sizes {sorted(shapes)}; import them into separate directories")
     rec = Recorder(args.out, spec, extra_meta={"source": "import"})
+    # Check every file before writing any (one at a time: imports can be larger than memory).
+    shapes: dict[tuple[int, ...], str] = {}
+    if rec.root_frame_shape is not None:
+        shapes[tuple(rec.root_frame_shape)] = f"the episodes already in {args.out}"
+    for f in tqdm(args.files, unit="file", desc="check", leave=False, disable=len(args.files) < 20):
+        shapes.setdefault(load_npz_episode(f, spec.num_actions)["frames"].shape[1:], f)
+    if len(shapes) > 1:
+        listed = ", ".join(f"{'x'.join(map(str, k[:2]))} ({v})" for k, v in shapes.items())
+        raise UserError(f"frame sizes differ: {listed}; import them into separate directories")
     total = 0
     with rec:
-        for path, ep in tqdm(list(zip(args.files, episodes)), unit="ep", desc="import"):
+        for path in tqdm(args.files, unit="ep", desc="import"):
+            ep = load_npz_episode(path, spec.num_actions)
             rec.extra_meta["file"] = str(Path(path).resolve())
             rec.begin_episode(ep["frames"][0], None)
+            audio, events = ep.get("audio"), ep.get("events")
             for t in range(ep["frames"].shape[0] - 1):
                 rec.add(int(ep["actions"][t]), Step(
                     frame=ep["frames"][t + 1], reward=float(ep["rewards"][t]),
-                    terminated=bool(ep["terminations"][t]), truncated=bool(ep["truncations"][t])))
+                    terminated=bool(ep["terminations"][t]), truncated=bool(ep["truncations"][t]),
+                    audio=None if audio is None else audio[t]),
+                    [WorldEvent(n, p) for n, p in events[t]] if events is not None else ())
             rec.end_episode()
             total += ep["frames"].shape[0] - 1
     ds = open_dataset(args.out)
-    print(f"imported {len(episodes)} episodes, {total} steps into {args.out} "
+    print(f"imported {len(args.files)} episodes, {total} steps into {args.out} "
           f"(now {len(ds)} episodes, {ds.num_steps} steps)")
+    return 0
+
+
+# --- export ------------------------------------------------------------------------------
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from engine.dataset import open_dataset
+
+    ds = open_dataset(args.data)
+    chosen = list(range(len(ds))) if not args.episodes else args.episodes
+    bad = [i for i in chosen if not 0 <= i < len(ds)]
+    if bad:
+        raise UserError(f"--episodes {bad[0]}: the dataset has episodes 0..{len(ds) - 1}")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot write to {out}: {err.strerror or err}") from None
+    for i in tqdm(chosen, unit="ep", desc="export"):
+        ep = ds.load(i)
+        arrays: dict[str, Any] = {
+            "frames": ep.observations, "actions": ep.actions, "rewards": ep.rewards,
+            "terminations": ep.terminations, "truncations": ep.truncations}
+        if ep.audio is not None:
+            arrays["audio"] = ep.audio
+        if any(ep.events):
+            arrays["events"] = np.asarray(
+                [json.dumps([list(p) for p in step], ensure_ascii=False) if step else "" for step in ep.events],
+                dtype=np.str_)
+        name = out / f"{ds.episodes[i].path.name}.npz"
+        tmp = name.with_name(f".{name.name}.tmp")
+        with open(tmp, "wb") as fh:  # written under a temp name, then renamed: never half a file
+            np.savez_compressed(fh, **arrays)
+        tmp.replace(name)
+    print(f"exported {len(chosen)} episodes to {out}")
     return 0
 
 

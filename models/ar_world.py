@@ -206,8 +206,8 @@ class ARWorldModel(nn.Module):
         loss = ce + self.config.reward_weight * (r_ce + r_mag) + self.config.end_weight * end
         with torch.no_grad():
             acc = (logits[sel].argmax(-1) == target[sel]).float().mean() if sel.any() else ce * 0
-        return loss, {"token_ce": float(ce), "token_acc": float(acc), "reward_loss": float(r_ce + r_mag),
-                      "end_loss": float(end)}
+        return loss, {"token_ce": float(ce.detach()), "token_acc": float(acc),
+                      "reward_loss": float((r_ce + r_mag).detach()), "end_loss": float(end.detach())}
 
     # ---- play -------------------------------------------------------------------------------
     @property
@@ -293,8 +293,11 @@ def load_tokenizer_weights(run: str, game: str, resolution: int,
         raise UserError(f"tokenizer run {run}: config.yaml is not valid yaml") from None
     if saved.get("family") != "autoregressive":
         raise UserError(f"tokenizer run {run} is a {saved.get('family')} model, not autoregressive")
-    if saved.get("game") != game:
-        raise UserError(f"tokenizer run {run} was trained on {saved.get('game')}, not {game}")
+    saved_game = saved.get("game")
+    if isinstance(saved_game, dict):  # a saved run stores the whole GameSpec
+        saved_game = saved_game.get("name")
+    if saved_game != game:
+        raise UserError(f"tokenizer run {run} was trained on {saved_game}, not {game}")
     other = ARConfig.from_section(saved.get("model", {}))
     if other.resolution != resolution:
         raise UserError(f"tokenizer run {run} works at {other.resolution}x{other.resolution}, "
@@ -306,7 +309,7 @@ def load_tokenizer_weights(run: str, game: str, resolution: int,
         tensors = load_file(str(weights))
     except Exception as err:  # safetensors raises several types for truncated files
         raise UserError(f"tokenizer run {run}: cannot read model.safetensors ({err})") from None
-    prefix = "tokenizer."
+    prefix = "model.tokenizer."  # models/checkpoint.py stores the playable weights as model.<name>
     found = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     if not found:
         raise UserError(f"tokenizer run {run}: model.safetensors holds no tokenizer weights")

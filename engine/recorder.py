@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import threading
 import time
 import zipfile
 from collections.abc import Sequence
@@ -256,6 +257,9 @@ class Recorder:
         self._audio_len: int | None = None
         self._frame_shape: tuple[int, ...] = ()
         self._closing = False
+        # add() may run on a simulation thread while close() comes from the main thread's
+        # finally; reentrant so a signal handler on the thread that holds it can still close.
+        self._lock = threading.RLock()
 
     @property
     def recording(self) -> bool:
@@ -338,11 +342,15 @@ class Recorder:
         # handler calling close()) between any two bytecodes never leaves half a step buffered
         # or a chunk counted twice; at worst the chunk being written is missing (a gap the
         # reader reports), never wrong.
-        _, buf = self._state
-        buf.append((step.frame, int(action), float(step.reward), bool(step.terminated),
-                    bool(step.truncated), audio, encode_events(events)))
-        if len(buf) >= self.chunk_steps:
-            self._flush()
+        item = (step.frame, int(action), float(step.reward), bool(step.terminated),
+                bool(step.truncated), audio, encode_events(events))
+        with self._lock:
+            if self._dir is None:
+                raise RuntimeError("add() after the episode was closed")
+            _, buf = self._state
+            buf.append(item)
+            if len(buf) >= self.chunk_steps:
+                self._flush()
 
     def _flush(self) -> None:
         start, buf = self._state
@@ -369,16 +377,18 @@ class Recorder:
 
     def end_episode(self) -> None:
         """Flush the last partial chunk and mark the episode complete in meta.json."""
-        if self._dir is None:
-            return
-        try:
-            self._flush()
-            ended, ended_unix = _now()
-            self._meta.update(end_time=ended, end_unix=ended_unix, complete=True, num_steps=self._state[0])
-            write_atomic(self._dir / META_FILE, json.dumps(self._meta, indent=1).encode())
-        finally:
-            self._dir = None
-            self._state = (0, [])
+        with self._lock:
+            if self._dir is None:
+                return
+            try:
+                self._flush()
+                ended, ended_unix = _now()
+                self._meta.update(end_time=ended, end_unix=ended_unix, complete=True,
+                                  num_steps=self._state[0])
+                write_atomic(self._dir / META_FILE, json.dumps(self._meta, indent=1).encode())
+            finally:
+                self._dir = None
+                self._state = (0, [])
 
     def close(self) -> None:
         """End any open episode. Safe to call twice, from `finally` or a signal handler."""

@@ -195,6 +195,8 @@ def play(args: argparse.Namespace) -> int:
     finally:
         if recorder is not None:
             recorder.close()
+        if console is not None:
+            console.close()
         if display is not None:
             display.close()
         sim.close()

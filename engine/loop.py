@@ -284,7 +284,9 @@ class FrameLoop:
         spec = self.sim.spec
         lives = f"  lives {self.lives}" if self.lives is not None else ""
         state = "  PAUSED" if self.paused else ""
-        line1 = (f"{spec.name}  score {self.episode_return:g}{lives}  episode {self.episode_index}"
+        score = self.episode_return
+        shown = f"{score:.0f}" if score == round(score) else f"{score:.1f}"
+        line1 = (f"{spec.name}  score {shown}{lives}  episode {self.episode_index}"
                  f"  step {self.episode_step}{state}")
         ms = self.last.step.info.get("ms", self.last.ms) if self.last and self.last.step else 0.0
         sps = 0.0

@@ -147,10 +147,12 @@ class FrameLoop:
         except KeyboardInterrupt:  # Ctrl+C ends play like Esc: the episode is closed below
             self.interrupted = True
         finally:
-            self.runner.shutdown()  # let an in-flight step finish before closing its episode
-            if self.audio is not None:
-                self.audio.close()
-            self.session.close()
+            try:
+                self.runner.shutdown()  # let an in-flight step finish before closing its episode
+            finally:  # even if a second Ctrl+C lands while waiting
+                if self.audio is not None:
+                    self.audio.close()
+                self.session.close()
         return self._summary(time.perf_counter() - t_start)
 
     def _finished(self) -> bool:

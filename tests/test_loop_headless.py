@@ -145,3 +145,28 @@ def test_resize_area_and_psnr() -> None:
     assert small[0, 0, 0] == 200 and small[-1, 0, 0] == 0
     assert psnr(small, small) == 99.0
     assert 0 < psnr(small, np.zeros_like(small)) < 20
+
+
+def test_ctrl_c_closes_the_recorded_episode(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from engine.dataset import open_dataset
+
+    data = tmp_path / "rec"
+    env = dict(os.environ, SDL_VIDEODRIVER="dummy", SDL_AUDIODRIVER="dummy", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "play.py"), "--real", "--headless",
+                             "--record", str(data), "--seed", "1"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(data.glob("*/steps-*")) and time.monotonic() < deadline:  # playing and writing
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "played" in out
+    ds = open_dataset(data)
+    steps = ds.num_steps
+    assert steps > 0
+    meta = ds.load(len(ds) - 1).meta
+    assert meta["complete"]  # closed cleanly, not a torn tail

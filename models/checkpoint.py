@@ -19,6 +19,7 @@ yaml only: never pickle, never torch.load.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,11 +90,28 @@ def _fsync_replace(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
+def dedupe(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Split tensors that are views of the same memory (a module registered under two names,
+    e.g. a U-Net also held by its preconditioner) into unique ones plus {alias: stored name}."""
+    unique: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple[Any, ...], str] = {}
+    for name, value in tensors.items():
+        key = (value.device, value.data_ptr(), tuple(value.shape), tuple(value.stride()), value.dtype)
+        if value.numel() and key in seen:
+            aliases[name] = seen[key]
+        else:
+            seen[key] = name
+            unique[name] = value
+    return unique, aliases
+
+
 def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
+    unique, aliases = dedupe(tensors)
     # safetensors refuses shared or non-contiguous storage: give it independent copies.
-    clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    save_file(clean, str(tmp), metadata=meta)
+    clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in unique.items()}
+    save_file(clean, str(tmp), metadata={**meta, "aliases": json.dumps(aliases)})
     _fsync_replace(tmp, path)
 
 
@@ -160,9 +178,12 @@ def save_run(run_dir: str | Path, *, ema_model: torch.nn.Module, config: dict[st
             "format_version": FORMAT_VERSION, "step": train_state.step, "stage": train_state.stage,
             "stage_step": train_state.stage_step, "param_groups": groups, **train_state.extra})
 
+    weights, aliases = dedupe(playable_state_dict(ema_model))
     tensors = {}
-    for name, value in playable_state_dict(ema_model).items():
+    for name, value in weights.items():
         tensors[f"model.{name}"] = value.to(store) if value.is_floating_point() else value
+    for name, target in aliases.items():  # stored once, named again through the aliases entry
+        tensors[f"model.{name}"] = tensors[f"model.{target}"]
     tensors["start.frames"] = start_frames.to(torch.uint8)
     tensors["start.actions"] = start_actions.to(torch.long)
     for name, vec in event_bank.items():
@@ -191,6 +212,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             meta = dict(fh.metadata() or {})
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        for alias, target in json.loads(meta.get("aliases", "{}")).items():
+            tensors[alias] = tensors[target]
     except Exception as err:  # safetensors raises its own error types for every corruption
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(f"{path} is truncated or corrupt ({first[:120]})") from None

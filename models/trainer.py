@@ -140,16 +140,31 @@ class EMA:
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self._pairs: tuple[list[torch.Tensor], ...] | None = None
+
+    def _match(self, model: nn.Module) -> tuple[list[torch.Tensor], ...]:
+        """(ema floats, model floats, ema others, model others), each shared tensor once."""
+        src = model.state_dict()
+        out: tuple[list[torch.Tensor], ...] = ([], [], [], [])
+        seen: set[int] = set()
+        for name, value in self.model.state_dict().items():
+            if value.data_ptr() in seen:  # a module registered under two names: update it once
+                continue
+            seen.add(value.data_ptr())
+            k = 0 if value.is_floating_point() else 2
+            out[k].append(value)
+            out[k + 1].append(src[name].detach())
+        return out
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
+        if self._pairs is None:
+            self._pairs = self._match(model)
+        ema_f, src_f, ema_o, src_o = self._pairs
         d = min(self.decay, (1 + step) / (10 + step))
-        src = model.state_dict()
-        for name, value in self.model.state_dict().items():
-            if value.is_floating_point():
-                value.lerp_(src[name].to(value.dtype), 1 - d)
-            else:
-                value.copy_(src[name])
+        torch._foreach_lerp_(ema_f, src_f, 1 - d)  # ema += (1 - d) * (param - ema), one kernel per group
+        for dst, src in zip(ema_o, src_o):
+            dst.copy_(src)
 
 
 class _StopFlag:
@@ -286,7 +301,7 @@ class Trainer:
         config = dict(self.config)
         config["events"] = {"names": sorted(self.event_means), "trained": self.events_trained}
         stats = {"step": self.step, "train_seconds": round(self.train_seconds, 1),
-                 "device": device_name(self.device), "gpus": self.dist.world,
+                 "device": device_name(self.device), "processes": self.dist.world,
                  "samples_seen": self.step * self.cfg.batch_size * self.dist.world,
                  "parameters": sum(p.numel() for p in self.model.parameters()),
                  "finished": self.finished}

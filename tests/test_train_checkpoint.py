@@ -74,6 +74,10 @@ def test_save_load_is_bit_exact(run: tuple[Path, torch.nn.Module]) -> None:
     assert loaded.config["format_version"] == FORMAT_VERSION and loaded.config["stats"]["step"] == 7
     assert set(loaded.event_bank) == {"rain"}
     assert load_train_state(out) is None  # play-only save: no resume files
+    # The U-Net is registered twice (unet.*, denoiser.net.*) but stored once.
+    unique = {p.data_ptr(): p.numel() * p.element_size() for p in model.state_dict().values()}
+    frames = 2 * 4 * 3 * 64 * 64
+    assert (out / "model.safetensors").stat().st_size < sum(unique.values()) + frames + 100_000
 
 
 def test_bf16_storage_halves_the_file(run: tuple[Path, torch.nn.Module], tmp_path: Path) -> None:

@@ -31,11 +31,26 @@ Kind = Literal["look", "dynamics"]
 
 @dataclass(frozen=True)
 class RamEdit:
-    """Atari RAM write applied once at an event's onset: ram[index] = min(max, ram[index] + add)."""
+    """Atari RAM write applied once at an event's onset: with `set`, ram[index + i] = set[i];
+    otherwise ram[index] = min(max, ram[index] + add)."""
 
     index: int
     add: int = 1
     max: int = 255
+    set: tuple[int, ...] = ()
+
+
+def _ram_edits(value: Any, where: str) -> tuple[RamEdit, ...]:
+    items = value if isinstance(value, list) else [value]
+    edits = []
+    for d in items:
+        if not isinstance(d, dict) or "index" not in d:
+            raise UserError(f"{where}: each ram edit needs an 'index'")
+        values = tuple(int(v) for v in d.get("set", ()))
+        if not all(0 <= v <= 255 for v in values) or not 0 <= int(d["index"]) + len(values) <= 128:
+            raise UserError(f"{where}: ram edit out of range (128 bytes of 0..255)")
+        edits.append(RamEdit(int(d["index"]), int(d.get("add", 1)), int(d.get("max", 255)), values))
+    return tuple(edits)
 
 
 @dataclass(frozen=True)
@@ -55,7 +70,8 @@ class EventSpec:
     """Prompts that end this event ("stop the rain")."""
     physics: dict[str, float] = field(default_factory=dict)
     """CarRacing `set_physics` scales while active, e.g. {"friction_scale": 0.25}."""
-    ram: RamEdit | None = None
+    ram: tuple[RamEdit, ...] = ()
+    """Atari RAM writes applied once at onset."""
 
     def applies_to(self, game: str) -> bool:
         return self.games is None or game in self.games
@@ -66,6 +82,9 @@ class EventCatalog:
     events: dict[str, EventSpec]
     end_all_train: tuple[str, ...]
     end_all_heldout: tuple[str, ...]
+    decoys: tuple[str, ...]
+    """Phrasings close in wording to an event but meaning none ("destroy all the bricks"):
+    a prompt nearest to one of them changes nothing."""
     match_threshold: float
     sha256: str
     """Hash of every phrasing (train, heldout, end, end_all; not the other fields): the shipped
@@ -116,7 +135,7 @@ def parse_catalog(text: str, where: str = "events.yaml") -> EventCatalog:
             name=str(name), kind=kind, games=None if games == "all" else tuple(games),
             description=str(d.get("description", "")), train=_strings(d, "train", w),
             heldout=_strings(d, "heldout", w), end=_strings(d, "end", w), physics=physics,
-            ram=RamEdit(**ram) if ram else None,
+            ram=_ram_edits(ram, w) if ram else (),
         )
         if not spec.train:
             raise UserError(f"{w}: needs at least one 'train' paraphrase")
@@ -125,11 +144,15 @@ def parse_catalog(text: str, where: str = "events.yaml") -> EventCatalog:
     end_all_train = _strings(end_all, "train", f"{where}: end_all")
     end_all_heldout = _strings(end_all, "heldout", f"{where}: end_all")
     phrasings = {n: [e.train, e.heldout, e.end] for n, e in events.items()}
+    decoys = _strings(doc, "decoys", where)
     phrasings["<end_all>"] = [end_all_train, end_all_heldout]
+    if decoys:  # keeps the hash of catalogs without decoys unchanged
+        phrasings["<decoys>"] = [decoys]
     return EventCatalog(
         events=events,
         end_all_train=end_all_train,
         end_all_heldout=end_all_heldout,
+        decoys=decoys,
         match_threshold=float(doc.get("match_threshold", 0.5)),
         sha256=hashlib.sha256(json.dumps(phrasings).encode()).hexdigest(),
     )
@@ -224,8 +247,8 @@ class EventLayer:
             self._onsets[n] = self._t
             spec = self.catalog.events[n]
             physics_changed |= bool(spec.physics)
-            if spec.ram is not None:
-                self._apply_ram(spec.ram)
+            for edit in spec.ram:
+                self._apply_ram(edit)
         if physics_changed:
             self._apply_physics()
 
@@ -238,7 +261,12 @@ class EventLayer:
             self.sim.set_physics(**scales)
 
     def _apply_ram(self, edit: RamEdit) -> None:
-        if hasattr(self.sim, "ram") and hasattr(self.sim, "set_ram"):
+        if not (hasattr(self.sim, "ram") and hasattr(self.sim, "set_ram")):
+            return
+        if edit.set:
+            for i, v in enumerate(edit.set):
+                self.sim.set_ram(edit.index + i, v)
+        else:
             value = int(self.sim.ram()[edit.index])
             self.sim.set_ram(edit.index, min(edit.max, value + edit.add))
 

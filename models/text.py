@@ -242,6 +242,7 @@ class EventMatcher:
     """prompt -> MatchResult by the nearest known phrasing (train paraphrases, end prompts,
     end-all prompts); held-out paraphrases are never used here, so they test generalisation.
 
+    The nearest phrasing can also be a decoy (close in wording, meaning no event): nothing happens.
     A prompt opening with a stop word ("stop", "no more", "turn off", ...) whose remainder
     matches an event is that event's end. Below `catalog.match_threshold` nothing is acted on.
     """
@@ -259,8 +260,8 @@ class EventMatcher:
             end: tuple[Action, str | None] = ("end", spec.name)
             labels += [start] * len(spec.train) + [end] * len(spec.end)
             texts += list(spec.train) + list(spec.end)
-        labels += [("end_all", None)] * len(cat.end_all_train)
-        texts += list(cat.end_all_train)
+        labels += [("end_all", None)] * len(cat.end_all_train) + [("unknown", None)] * len(cat.decoys)
+        texts += list(cat.end_all_train) + list(cat.decoys)
         self.labels = labels
         self.texts = texts
         self.vectors = self._bank_vectors(bank_path) if bank_path else None
@@ -281,6 +282,8 @@ class EventMatcher:
         for spec in self.catalog.events.values():
             rows += [tensors[bank_key("train", spec.name)], tensors[bank_key("end", spec.name)]]
         rows.append(tensors["end_all/train"])
+        if self.catalog.decoys:
+            rows.append(tensors["decoys/train"])
         return np.concatenate(rows).astype(np.float32)
 
     def match(self, prompt: str) -> MatchResult:
@@ -308,7 +311,7 @@ class EventMatcher:
             # Without a stop word, an end must clearly beat the start phrasing of the same event:
             # "you can barely see through the mist" is fog, though "the mist clears" is close.
             action, sim = "start", best[("start", event)]
-        if sim < self.threshold:
+        if sim < self.threshold or action == "unknown":  # too far, or nearest to a decoy
             return MatchResult("unknown", None, float(sim), text, q, nearest)
         if (action in ("start", "end") and event is not None and self.game is not None
                 and not self.catalog.events[event].applies_to(self.game)):

@@ -24,7 +24,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Prompts that name no event: the matcher must reject them (they tune the threshold).
 FAR_PROMPTS = [
     "what is the capital of france", "buy milk and eggs", "tell me a joke", "hello",
-    "spawn a dragon", "play some music", "how do I save the game", "make the bricks purple",
+    "spawn a dragon", "destroy all bricks", "paint the bricks red", "a bigger paddle", "play some music", "how do I save the game", "make the bricks purple",
     "add more enemies", "I love pizza", "the stock market crashed", "open the door",
     "asdfghjkl", "42", "print the score", "invert the colours", "zoom in", "give me a sword",
 ]
@@ -47,6 +47,8 @@ def build(out: Path, yaml_path: Path | None, model_path: str | None) -> None:
                 prompts[split][spec.name] = list(texts)
     tensors["end_all/train"] = enc.encode(list(cat.end_all_train))
     tensors["end_all/heldout"] = enc.encode(list(cat.end_all_heldout))
+    if cat.decoys:
+        tensors["decoys/train"] = enc.encode(list(cat.decoys))
     meta = {
         "phrasings_sha256": cat.sha256,
         "encoder": Path(model_path or default_model_path()).name,
@@ -79,16 +81,14 @@ def tune(bank: Path) -> None:
         sims.append(r.similarity)
         if not good:
             print(f"  MISS {prompt!r}: {r.action} {r.event} {r.similarity:.2f}")
-    far = [m.match(p).similarity for p in FAR_PROMPTS]
-    print(f"held-out: {ok}/{len(cases)} correct; similarity min {min(sims):.2f} "
+    print(f"held-out: {ok}/{len(cases)} nearest correct; similarity min {min(sims):.2f} "
           f"p10 {np.percentile(sims, 10):.2f} median {np.median(sims):.2f}")
-    print(f"far prompts: max similarity {max(far):.2f}, median {np.median(far):.2f}")
-    for p, s in sorted(zip(FAR_PROMPTS, far), key=lambda x: -x[1])[:5]:
-        print(f"  far {p!r}: {s:.2f}")
-    for th in (0.45, 0.48, cat.match_threshold):
-        acc = sum(s >= th for s in sims)
-        rej = sum(s < th for s in far)
-        print(f"threshold {th:.2f}: held-out accepted {acc}/{len(sims)}, far rejected {rej}/{len(far)}")
+    for th in sorted({0.45, 0.48, cat.match_threshold}):
+        m.threshold = th
+        acc = sum(m.match(p).action == a for p, a, _ in cases)
+        rej = [r.prompt for r in (m.match(p) for p in FAR_PROMPTS) if r.action != "unknown"]
+        print(f"threshold {th:.2f}: held-out acted on {acc}/{len(cases)}, "
+              f"unrelated refused {len(FAR_PROMPTS) - len(rej)}/{len(FAR_PROMPTS)} {rej or ''}")
     for prompt, s in zip([c[0] for c in cases], sims):
         if s < cat.match_threshold:
             print(f"  below threshold: {prompt!r} {s:.2f}")

@@ -1,8 +1,8 @@
-"""Dynamics events change the real simulation: CarRacing ice/turbo physics, Breakout RAM lives."""
+"""Dynamics events change the real simulation: CarRacing ice/turbo physics, Breakout RAM (lives, bricks)."""
 
 import numpy as np
 
-from engine.events import EventLayer
+from engine.events import EventLayer, load_catalog
 from engine.games import make_simulator
 from engine.simulator import WorldEvent
 
@@ -78,4 +78,27 @@ def test_events_for_other_games_are_ignored():
     step = sim.step(0, [WorldEvent("ice"), WorldEvent("no_such_event")])
     assert sim.active_names == ()
     assert step.frame.shape == plain.shape
+    sim.close()
+
+
+def _brick_pixels(frame: np.ndarray) -> int:
+    return int((frame[57:93] != 0).any(axis=2).sum())  # rows of Breakout's six brick bands
+
+
+def test_breakout_rebuild_wall_restores_every_brick():
+    spec = load_catalog().get("rebuild_wall")
+    sim = EventLayer(make_simulator("breakout", seed=1, audio=False), seed=1)
+    full = _brick_pixels(sim.reset(1))
+    st = sim.step(1)
+    assert tuple(sim.ram()[:36]) == spec.ram[0].set  # the yaml holds the start-of-game bitmap
+    for t in range(400):  # a simple tracker breaks some bricks
+        ram = sim.ram()
+        ball, paddle = int(ram[99]), int(ram[72])
+        st = sim.step(1 if t % 50 == 0 else 2 if ball > paddle + 10 else 3 if ball < paddle - 5 else 0)
+        if _brick_pixels(st.frame) < full - 200:
+            break
+    broken = _brick_pixels(st.frame)
+    assert broken < full and not st.terminated
+    st = sim.step(0, [WorldEvent("rebuild_wall", "rebuild the wall")])
+    assert _brick_pixels(st.frame) == full > broken
     sim.close()

@@ -25,7 +25,7 @@ def encoder():
 
 @pytest.fixture(scope="module")
 def matcher(encoder):
-    return EventMatcher(encoder, game="carracing")
+    return EventMatcher(encoder)  # every game's events
 
 
 def test_encoder_gives_unit_384_vectors(encoder):
@@ -43,6 +43,7 @@ def test_encoder_gives_unit_384_vectors(encoder):
     ("the engine roars with new power", "turbo"),
     ("a magnitude nine quake strikes", "earthquake"), ("the sky glows orange and pink", "sunset"),
     # typed the way people type
+    ("put every brick back", "rebuild_wall"), ("give the player a second chance", "extra_life"),
     ("MAKE IT RAIN!!!", "rain"), ("  night   falls\n", "night"), ("turn off the lights", "night"),
 ])
 def test_start_prompts(matcher, prompt, event):
@@ -69,9 +70,12 @@ def test_heldout_paraphrases_nearly_all_understood(matcher):
     assert hits >= 0.85 * len(cases), f"{hits}/{len(cases)}"
 
 
-@pytest.mark.parametrize("prompt", ["what is the capital of france", "buy milk and eggs", "asdfghjkl", "🎉🎉🎉"])
-def test_far_prompt_changes_nothing_and_lists_nearest(matcher, prompt):
-    r = matcher.match(prompt)
+@pytest.mark.parametrize("prompt", [
+    "what is the capital of france", "buy milk and eggs", "asdfghjkl", "🎉🎉🎉",
+    "destroy all bricks", "paint the bricks red",  # close in wording to rebuild_wall: decoys catch them
+])
+def test_far_prompt_changes_nothing_and_lists_nearest(encoder, prompt):
+    r = EventMatcher(encoder, game="breakout").match(prompt)
     assert r.action == "unknown" and r.event is None
     assert len(r.nearest) == 3 and "nearest" in r.describe()
 

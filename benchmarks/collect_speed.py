@@ -52,10 +52,17 @@ class Speed:
         return self.steps / max(self.cpu_s - self.setup_cpu_s, 1e-9)
 
 
-def measure(game: str, policy_kind: str, steps: int, write: bool, seed: int, audio: bool) -> Speed:
+def measure(game: str, policy_kind: str, steps: int, write: bool, seed: int, audio: bool,
+            deflate: str = "auto") -> Speed:
+    import zlib
+
+    import engine.recorder as recorder
     from engine.autopilot import make_policy
     from engine.games import make_simulator
     from engine.recorder import Recorder
+
+    if deflate == "zlib":
+        recorder.DEFLATE = zlib
 
     out = tempfile.mkdtemp(prefix="collect-speed-")
     done = episodes = 0
@@ -102,14 +109,21 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=3000, help="steps per worker and mode (default 3000)")
     p.add_argument("--workers", type=int, default=1, help="processes recording at once (default 1)")
     p.add_argument("--no-audio", action="store_true")
+    p.add_argument("--deflate", choices=("auto", "zlib"), default="auto",
+                   help="auto: the fastest installed (isal > zlib-ng > zlib); zlib: the standard one")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args()
     audio = not args.no_audio
+    from engine.recorder import DEFLATE
+
+    backend = "zlib" if args.deflate == "zlib" else DEFLATE.__name__
+    print(f"chunk compression: {backend} level 1")
     report: dict[str, object] = {"game": args.game, "policy": args.policy, "workers": args.workers,
-                                 "audio": audio, "target_steps_per_s": TARGET}
+                                 "audio": audio, "deflate": backend, "target_steps_per_s": TARGET}
     for write in (False, True):
         mode = "with writing" if write else "play only"
-        jobs = [(args.game, args.policy, args.steps, write, 1000 * w, audio) for w in range(args.workers)]
+        jobs = [(args.game, args.policy, args.steps, write, 1000 * w, audio, args.deflate)
+                for w in range(args.workers)]
         t0 = time.perf_counter()
         if args.workers == 1:
             speeds = [measure(*jobs[0])]

@@ -213,3 +213,27 @@ def test_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     scope: dict = {}
     exec(match.group(1), scope)
     assert scope["observations"].shape == (21, 210, 160, 3) and len(scope["events"]) == 20
+
+
+@pytest.mark.parametrize("backend", ["zlib", "isal.isal_zlib", "zlib_ng.zlib_ng"])
+def test_chunk_files_are_standard_npz(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whichever deflate writes them, chunks are plain zips that np.load and zipfile verify."""
+    import io
+    import zipfile
+
+    import engine.recorder as recorder
+
+    monkeypatch.setattr(recorder, "DEFLATE", pytest.importorskip(backend))
+    rng = np.random.default_rng(0)
+    arrays = {"observations": rng.integers(0, 4, (15, 210, 160, 3), dtype=np.uint8),
+              "actions": np.arange(15, dtype=np.int32), "terminations": np.zeros(15, bool),
+              "events": np.array(["", '[["rain", "il pleut à verse"]]'] * 7 + [""]),
+              "empty": np.zeros((0, 2048), np.uint8)}
+    data = recorder.npz_bytes(arrays)
+    assert zipfile.ZipFile(io.BytesIO(data)).testzip() is None
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        for k, v in arrays.items():
+            assert npz[k].dtype == v.dtype and npz[k].shape == v.shape
+            np.testing.assert_array_equal(npz[k], v)
+    with pytest.raises(ValueError, match="pickle"):
+        recorder.npz_bytes({"bad": np.array([None, 1], dtype=object)})

@@ -260,7 +260,9 @@ class EventMatcher:
             end: tuple[Action, str | None] = ("end", spec.name)
             labels += [start] * len(spec.train) + [end] * len(spec.end)
             texts += list(spec.train) + list(spec.end)
-        labels += [("end_all", None)] * len(cat.end_all_train) + [("unknown", None)] * len(cat.decoys)
+        end_all: tuple[Action, str | None] = ("end_all", None)
+        decoy: tuple[Action, str | None] = ("unknown", None)
+        labels += [end_all] * len(cat.end_all_train) + [decoy] * len(cat.decoys)
         texts += list(cat.end_all_train) + list(cat.decoys)
         self.labels = labels
         self.texts = texts

@@ -379,7 +379,9 @@ class Recorder:
         if step.frame.shape != self._frame_shape or step.frame.dtype != np.uint8:
             raise ValueError(f"frame {step.frame.shape} {step.frame.dtype} differs from the "
                              f"episode's {self._frame_shape} uint8")
-        audio = None if step.audio is None else np.asarray(step.audio, dtype=np.uint8).reshape(-1)
+        # Copies: a simulator may hand out the same buffer every step (a model's output tensor,
+        # an audio ring); ~10 us per Atari step.
+        audio = None if step.audio is None else np.array(step.audio, dtype=np.uint8).reshape(-1)
         n_audio = -1 if audio is None else audio.shape[0]
         if self._audio_len is None:
             self._audio_len = n_audio
@@ -389,7 +391,7 @@ class Recorder:
         # handler calling close()) between any two bytecodes never leaves half a step buffered
         # or a chunk counted twice; at worst the chunk being written is missing (a gap the
         # reader reports), never wrong.
-        item = (step.frame, int(action), float(step.reward), bool(step.terminated),
+        item = (step.frame.copy(), int(action), float(step.reward), bool(step.terminated),
                 bool(step.truncated), audio, encode_events(events))
         with self._lock:
             if self._dir is None:

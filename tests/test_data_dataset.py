@@ -237,3 +237,20 @@ def test_chunk_files_are_standard_npz(backend: str, monkeypatch: pytest.MonkeyPa
             np.testing.assert_array_equal(npz[k], v)
     with pytest.raises(ValueError, match="pickle"):
         recorder.npz_bytes({"bad": np.array([None, 1], dtype=object)})
+
+
+def test_recorder_copies_reused_buffers(tmp_path: Path) -> None:
+    """A simulator that refills one frame/audio buffer each step is still recorded exactly."""
+    from engine.simulator import Step
+
+    spec = make_simulator("breakout").spec
+    frame, audio = np.zeros((210, 160, 3), np.uint8), np.zeros(2048, np.uint8)
+    with Recorder(tmp_path, spec) as rec:
+        rec.begin_episode(frame, 0)
+        for t in range(20):
+            frame[:] = t
+            audio[:] = t
+            rec.add(0, Step(frame, 0.0, False, False, audio))
+    ep = open_dataset(tmp_path).load(0)
+    assert [int(o[0, 0, 0]) for o in ep.observations] == [0, *range(20)]
+    assert ep.audio is not None and list(ep.audio[:, 0]) == list(range(20))

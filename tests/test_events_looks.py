@@ -84,3 +84,11 @@ def test_random_schedule_has_many_transitions_and_combinations():
         assert max(counts) >= 2 and 0 in counts
     assert "ice" in {e.name for _, _, e in random_schedule(np.random.default_rng(1), "carracing", 3000)}
     assert "ice" not in {e.name for _, _, e in random_schedule(np.random.default_rng(1), "breakout", 3000)}
+
+
+def test_event_layer_is_deterministic_for_a_seed():
+    sched = [(2, 30, WorldEvent("rain")), (5, 25, WorldEvent("snow")), (8, 20, WorldEvent("earthquake"))]
+    a, b = _episode("breakout", sched, steps=30), _episode("breakout", sched, steps=30)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    c = _episode("breakout", sched, steps=30, seed=4)
+    assert not all(np.array_equal(x, y) for x, y in zip(a[3:20], c[3:20]))

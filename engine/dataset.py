@@ -9,7 +9,7 @@ whole, with one `DatasetWarning` each.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,25 +154,44 @@ class Dataset:
         return out
 
     def first_observation(self, i: int) -> np.ndarray:
+        """The reset frame of episode i (start.npz), (H, W, 3) uint8."""
         with np.load(self.episodes[i].path / START_FILE, allow_pickle=False) as npz:
             return npz["observation"]
 
+    def _with_first(self, i: int, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Prepend the reset frame to `cols["observations"]` -> (N+1, H, W, 3).
+
+        If start.npz is damaged, the episode starts one step later instead (its first chunk
+        frame becomes observation 0), with one warning: still contiguous, one step shorter.
+        """
+        info = self.episodes[i]
+        try:
+            first = self.first_observation(i)
+        except Exception as err:
+            path = info.path / START_FILE
+            if path not in self._warned:
+                self._warned.add(path)
+                warnings.warn(f"unreadable start frame {path} ({type(err).__name__}: {err}); "
+                              f"episode {info.id} is read from its step 1", DatasetWarning, stacklevel=3)
+            return {k: v[1:] if k != "observations" else v for k, v in cols.items()}
+        cols["observations"] = np.concatenate([first[None], cols["observations"]])
+        return cols
+
     def load_frames(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Fast path for training: (observations (N+1,H,W,3) uint8, actions (N,) int32)."""
-        cols = self.read(i, ("observations", "actions"))
-        first = self.first_observation(i)[None]
-        return np.concatenate([first, cols["observations"]]), cols["actions"]
+        cols = self._with_first(i, self.read(i, ("observations", "actions")))
+        return cols["observations"], cols["actions"]
 
     def load(self, i: int) -> Episode:
-        info = self.episodes[i]
-        cols = self.read(i, STEP_FIELDS)
-        obs = np.concatenate([self.first_observation(i)[None], cols["observations"]])
-        return Episode(observations=obs, actions=cols["actions"], rewards=cols["rewards"],
-                       terminations=cols["terminations"], truncations=cols["truncations"],
-                       audio=cols.get("audio"), events=[decode_events(str(t)) for t in cols["events"]],
-                       meta=info.meta)
+        """Episode i with every field (see `Episode`)."""
+        cols = self._with_first(i, self.read(i, STEP_FIELDS))
+        return Episode(observations=cols["observations"], actions=cols["actions"],
+                       rewards=cols["rewards"], terminations=cols["terminations"],
+                       truncations=cols["truncations"], audio=cols.get("audio"),
+                       events=[decode_events(str(t)) for t in cols["events"]],
+                       meta=self.episodes[i].meta)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Episode]:
         return (self.load(i) for i in range(len(self)))
 
 

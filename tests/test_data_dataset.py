@@ -254,3 +254,14 @@ def test_recorder_copies_reused_buffers(tmp_path: Path) -> None:
     ep = open_dataset(tmp_path).load(0)
     assert [int(o[0, 0, 0]) for o in ep.observations] == [0, *range(20)]
     assert ep.audio is not None and list(ep.audio[:, 0]) == list(range(20))
+
+
+def test_damaged_start_frame_drops_one_step(tmp_path: Path) -> None:
+    played = play(tmp_path, 20, seed=9)
+    (tmp_path / "episode-000000" / "start.npz").write_bytes(b"PK garbage")
+    ds = open_dataset(tmp_path)
+    with pytest.warns(DatasetWarning, match="start.npz"):
+        ep = ds.load(0)
+    assert ep.num_steps == 19 and ep.observations.shape[0] == 20
+    np.testing.assert_array_equal(ep.observations, np.stack(played["frames"][1:]))
+    np.testing.assert_array_equal(ep.actions, played["actions"][1:])

@@ -48,13 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--checkpoint", metavar="RUN", help="play a trained world model from RUN/")
     what.add_argument("--list-games", action="store_true", help="print every game name and exit")
     game = p.add_argument_group("game settings (real game, and the split view's real side)")
-    game.add_argument("--frameskip", type=int, default=4,
+    game.add_argument("--frameskip", type=int, default=4, metavar="N",
                       help="Atari emulator frames per step: 4 -> 15 steps/s (default 4)")
-    game.add_argument("--sticky", type=float, default=0.0,
+    game.add_argument("--sticky", type=float, default=0.0, metavar="P",
                       help="Atari sticky-action probability (default 0; ALE v5 uses 0.25)")
-    game.add_argument("--action-repeat", type=int, default=2,
+    game.add_argument("--action-repeat", type=int, default=2, metavar="N",
                       help="CarRacing physics ticks (50 Hz) per step: 2 -> 25 steps/s (default 2)")
-    game.add_argument("--seed", type=int, default=None, help="seed of the first episode (then +1 each)")
+    game.add_argument("--seed", type=int, default=None, metavar="S", help="seed of the first episode (then +1 each)")
     run = p.add_argument_group("running")
     run.add_argument("--record", metavar="DIR", help="append every step to the dataset in DIR")
     run.add_argument("--headless", action="store_true", help="no window: an autopilot plays")
@@ -65,11 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="let a player choose the actions (default when --headless: random)")
     run.add_argument("--json", metavar="FILE", help="write the run summary (steps, returns, ms) as JSON")
     show = p.add_argument_group("window, sound, model")
-    show.add_argument("--scale", type=int, default=None, help="integer zoom (default: fit the screen)")
+    show.add_argument("--scale", type=int, default=None, metavar="K", help="integer zoom (default: fit the screen)")
     show.add_argument("--no-audio", action="store_true", help="no sound")
     show.add_argument("--sampler", metavar="PRESET", help="neural sampler preset (e.g. fast, quality)")
-    show.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                      help="where the world model runs (default auto: cuda if available)")
+    show.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                      help="where the world model runs (default auto: cuda if available, else cpu)")
     return p
 
 

@@ -44,6 +44,8 @@ class LoopConfig:
     """Seed of the first episode; episode k uses seed + k. None: a random base seed."""
     paced: bool | None = None
     """Step at GameSpec.steps_per_second (None: paced when windowed, flat out when headless)."""
+    threaded: bool | None = None
+    """Step on a worker thread (None: threaded when windowed, inline when headless)."""
     screenshot_dir: str = "screenshots"
 
 
@@ -104,7 +106,7 @@ class FrameLoop:
         self.console, self.audio, self.on_frame = console, audio, on_frame
         seed = config.seed if config.seed is not None else int(np.random.default_rng().integers(2**31))
         self.session = Session(sim, recorder, policy, seed, make_real)
-        self.runner = Runner(threaded=display is not None)
+        self.runner = Runner(threaded=config.threaded if config.threaded is not None else display is not None)
         self.paced = config.paced if config.paced is not None else display is not None
         self.period = 1.0 / max(sim.spec.steps_per_second, 1e-6)
         self.recording = recorder is not None
@@ -141,6 +143,8 @@ class FrameLoop:
                     self._schedule(time.perf_counter())
                 if self.display is not None:
                     self._draw()
+                else:  # headless on a worker: sleep until the step is done instead of spinning
+                    self.runner.wait()
                 if self.on_frame is not None:
                     self.on_frame(i)
                 i += 1

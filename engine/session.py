@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -179,6 +179,11 @@ class Runner:
             future, self._future = self._future, None
             return future.result()
         return None
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the job in flight is done (headless: no window to keep alive)."""
+        if self._future is not None:
+            wait([self._future], timeout=timeout)
 
     def shutdown(self) -> None:
         if self._pool is not None:

@@ -130,12 +130,16 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
     fsyncs that make it survive a power cut as well.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:  # disk full, directory removed, ...: no half file left behind
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {err.strerror or err}") from err
     if not durable:
         return
     try:  # make the rename itself durable (power loss); not possible on every platform

@@ -265,3 +265,15 @@ def test_damaged_start_frame_drops_one_step(tmp_path: Path) -> None:
     assert ep.num_steps == 19 and ep.observations.shape[0] == 20
     np.testing.assert_array_equal(ep.observations, np.stack(played["frames"][1:]))
     np.testing.assert_array_equal(ep.actions, played["actions"][1:])
+
+
+def test_write_failure_is_a_user_error_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    from engine.recorder import write_atomic
+
+    target = tmp_path / "gone" / "x.npz"  # parent directory missing: open() fails
+    with pytest.raises(UserError, match="cannot write"):
+        write_atomic(target, b"data")
+    (tmp_path / "dir.npz").mkdir()  # rename onto a directory fails after the temp file exists
+    with pytest.raises(UserError, match="cannot write"):
+        write_atomic(tmp_path / "dir.npz", b"data")
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -25,7 +25,7 @@ from engine.games import make_simulator
 from engine.simulator import WorldEvent
 
 RAIN = WorldEvent("rain", "make it rain")
-NIGHT = WorldEvent("night", "night falls")
+NIGHT = WorldEvent("night", "night falls 🌙\n\x00 «vite»")
 
 
 def play(root: Path, steps: int, seed: int, *, game: str = "breakout", chunk_steps: int | None = None,
@@ -70,7 +70,7 @@ def test_round_trip_equals_what_was_played(tmp_path: Path) -> None:
     assert ep.audio is not None and ep.audio.shape == (ep.num_steps, 4 * 512)
     np.testing.assert_array_equal(ep.audio, np.stack(played["audio"]))
     assert ep.events == played["events"]
-    assert ep.events[50] == (("rain", "make it rain"), ("night", "night falls"))
+    assert ep.events[50] == (("rain", "make it rain"), ("night", NIGHT.prompt))
     meta = ep.meta
     assert meta["seed"] == 1 and meta["frameskip"] == 4 and meta["complete"]
     assert meta["action_meanings"] == list(ds.spec.action_meanings)

@@ -75,6 +75,37 @@ def rollout(model: Any, frames: torch.Tensor, actions: torch.Tensor, events: tor
     return torch.stack(out, 1), torch.stack(rew, 1), torch.stack(end, 1)
 
 
+def gather_windows(recs: Any, items: list[tuple[int, int, int]], context: int, horizon: int,
+                   device: torch.device | str) -> dict[str, Any]:
+    """Real stretches of episodes for open-loop rollouts, padded to `horizon` steps.
+
+    Args:
+        recs: `models.data.Recordings`.
+        items: (episode, first context frame s, steps n <= horizon) per rollout.
+    Returns frames (B, C+H, 3, R, R) in [-1, 1] and actions (B, C-1+H) on `device`; numpy
+    active (B, C-1+H, E) event flags, rewards and ends (B, H) of the generated steps, valid (B, H).
+    """
+    b, r, e = len(items), recs.resolution, max(len(recs.event_names), 1)
+    frames = np.zeros((b, context + horizon, 3, r, r), np.uint8)
+    actions = np.zeros((b, context - 1 + horizon), np.int64)
+    active = np.zeros((b, context - 1 + horizon, e), np.float32)
+    rewards = np.zeros((b, horizon), np.float32)
+    ends = np.zeros((b, horizon), np.float32)
+    valid = np.zeros((b, horizon), bool)
+    for k, (i, s, n) in enumerate(items):
+        ep = recs.episodes[i]
+        frames[k, : context + n] = ep.frames[s: s + context + n]
+        actions[k, : context - 1 + n] = ep.actions[s: s + context - 1 + n]
+        if recs.event_names:
+            active[k, : context - 1 + n] = ep.events[s: s + context - 1 + n]
+        rewards[k, :n] = ep.rewards[s + context - 1: s + context - 1 + n]
+        ends[k, :n] = ep.terminations[s + context - 1: s + context - 1 + n]
+        valid[k, :n] = True
+    f = torch.from_numpy(frames).to(device).float().div_(127.5).sub_(1)
+    return {"frames": f, "actions": torch.from_numpy(actions).to(device), "active": active,
+            "rewards": rewards, "ends": ends, "valid": valid}
+
+
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
     """(..., 3, H, W) in [-1, 1] -> (..., H, W, 3) uint8."""
     x = ((frames.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

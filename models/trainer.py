@@ -375,7 +375,7 @@ class Trainer:
         stream = self.sampler.stream(self.step, cfg.num_workers, pin=device.type == "cuda")
         bad_in_a_row, smooth, tick = 0, None, time.perf_counter()
         self.model.train()
-        while self.stage_step < steps and not flag.stop:
+        while self.stage_step < steps and not self._should_stop(flag):
             lr = cfg.lr * min(1.0, (self.stage_step + 1) / max(cfg.warmup_steps, 1))
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -413,6 +413,17 @@ class Trainer:
                 self.save(optimizer)
             tick = time.perf_counter()  # evaluation and saving are not training time
         return optimizer, last
+
+    def _should_stop(self, flag: _StopFlag) -> bool:
+        """Under DDP every rank must stop at the same step, or the others hang in all-reduce."""
+        if self.dist.world == 1:
+            return flag.stop
+        import torch.distributed as tdist
+
+        t = torch.tensor([float(flag.stop)], device=self.device)
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+        flag.stop = bool(t.item())
+        return flag.stop
 
     # ------------------------------------------------------------------------------ logging
     def _open_writer(self) -> None:

@@ -41,7 +41,11 @@ def record(root: Path, episodes: int, steps: int) -> Path:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return record(tmp_path_factory.mktemp("bk"), episodes=4, steps=70)
+    """Scripted Breakout with random world events (rain, fog, an extra life, ...)."""
+    root = tmp_path_factory.mktemp("bk") / "data"
+    assert train.main(["collect", "--game", "breakout", "--policy", "scripted", "--episodes", "4",
+                       "--max-steps", "80", "--no-audio", "--events", "random", "--out", str(root)]) == 0
+    return root
 
 
 def fit(data: Path, out: Path, *extra: str) -> int:
@@ -51,13 +55,14 @@ def fit(data: Path, out: Path, *extra: str) -> int:
 @pytest.fixture(scope="module")
 def trained(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "straight"
-    assert fit(data, out, "--steps", "40", "--set", "train.checkpoint_every=0") == 0
+    assert fit(data, out, "--steps", "40", "--set", "train.checkpoint_every=0",
+               "--set", "train.holdout_fraction=0.5") == 0
     return out
 
 
 def heldout_loss(model: torch.nn.Module, data: Path) -> float:
-    recs = Recordings(open_dataset(data), 64, [], progress=False)
-    sampler = WindowSampler(recs, list(range(4)), 4, 32, {}, seed=99)
+    recs = Recordings(open_dataset(data), 64, ["rain"], progress=False)
+    sampler = WindowSampler(recs, list(range(4)), 4, 32, {"rain": np.zeros((1, 384), np.float32)}, seed=99)
     torch.manual_seed(0)
     with torch.no_grad():
         return float(np.mean([float(model.loss(sampler.batch(k).to_batch("cpu"))[0]) for k in range(3)]))
@@ -77,8 +82,8 @@ def test_fit_lowers_the_loss(trained: Path, data: Path) -> None:
 def test_resume_continues_step_and_optimizer_bit_exactly(trained: Path, data: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "resumed"
-    assert fit(data, out, "--steps", "25") == 0
-    assert fit(data, out, "--steps", "40", "--resume") == 0
+    assert fit(data, out, "--steps", "25", "--set", "train.holdout_fraction=0.5") == 0
+    assert fit(data, out, "--steps", "40", "--resume", "--set", "train.holdout_fraction=0.5") == 0
     assert "resuming" in capsys.readouterr().out
     a = load_file(str(trained / "train_state.safetensors"))
     b = load_file(str(out / "train_state.safetensors"))
@@ -139,6 +144,23 @@ def test_eval_writes_json_and_pngs(trained: Path, data: Path, tmp_path: Path) ->
     assert result["episodes"] == load_run(trained).config["data"]["heldout_episodes"]
     for png in ("eval_horizons.png", "eval_strip.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_event_fidelity(trained: Path, data: Path, tmp_path: Path) -> None:
+    run = load_run(trained)
+    assert run.config["events"]["trained"]  # the model was conditioned on the recorded events
+    out = tmp_path / "ev.json"
+    assert train.main(["eval", "--checkpoint", str(trained), "--data", str(data), "--json", str(out),
+                       "--max-rollouts", "2", "--drift-steps", "0", "--events", "--device", "cpu",
+                       "--no-progress"]) == 0
+    events = json.loads(out.read_text())["events"]
+    assert events["per_event"], events
+    for entry in events["per_event"].values():
+        assert entry["onsets"] >= 1 and entry["kind"] in ("look", "dynamics")
+        assert isinstance(entry["dpsnr_16"], float) and isinstance(entry["dpsnr_16_heldout"], float)
+    # Conditioning reaches the frames: with and without the event differ somewhere.
+    assert any(e["dpsnr_16"] != 0 for e in events["per_event"].values())
+    assert (tmp_path / "ev_events.png").read_bytes()[:4] == b"\x89PNG"
 
 
 AR_CONFIG = """\

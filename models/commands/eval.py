@@ -72,41 +72,13 @@ def _linspace(a: float, b: float, n: int) -> list[float]:
     return [a] if n == 1 else [a + (b - a) * k / (n - 1) for k in range(n)]
 
 
-def _gather(recs: Any, items: list[tuple[int, int, int]], context: int, horizon: int,
-            bank: Any, device: Any) -> dict[str, Any]:
-    """Real frames (B, C+H, ...), actions / events / rewards / ends (B, C-1+H) padded, valid (B, H)."""
-    import numpy as np
-    import torch
-
-    b, r = len(items), recs.resolution
-    frames = np.zeros((b, context + horizon, 3, r, r), np.uint8)
-    actions = np.zeros((b, context - 1 + horizon), np.int64)
-    active = np.zeros((b, context - 1 + horizon, max(len(recs.event_names), 1)), np.float32)
-    rewards = np.zeros((b, horizon), np.float32)
-    ends = np.zeros((b, horizon), np.float32)
-    valid = np.zeros((b, horizon), bool)
-    for k, (i, s, n) in enumerate(items):
-        ep = recs.episodes[i]
-        frames[k, : context + n] = ep.frames[s: s + context + n]
-        actions[k, : context - 1 + n] = ep.actions[s: s + context - 1 + n]
-        if recs.event_names:
-            active[k, : context - 1 + n] = ep.events[s: s + context - 1 + n]
-        rewards[k, :n] = ep.rewards[s + context - 1: s + context - 1 + n]
-        ends[k, :n] = ep.terminations[s + context - 1: s + context - 1 + n]
-        valid[k, :n] = True
-    events = torch.from_numpy(active @ bank) if recs.event_names else torch.zeros(*active.shape[:2], 384)
-    f = torch.from_numpy(frames).to(device).float().div_(127.5).sub_(1)
-    return {"frames": f, "actions": torch.from_numpy(actions).to(device), "events": events.to(device),
-            "rewards": rewards, "ends": ends, "valid": valid}
-
-
 def open_loop(model: Any, recs: Any, items: list[tuple[int, int, int]], horizon: int, bank: Any,
               device: Any, batch: int, seed: int, progress: Any) -> dict[str, Any]:
     """PSNR/SSIM by horizon, action dPSNR@16, reward/termination F1 and a strip of rollouts."""
     import numpy as np
     import torch
 
-    from models.metrics import f1_score, psnr, rollout, ssim
+    from models.metrics import f1_score, gather_windows, psnr, rollout, ssim
 
     c = int(model.context_frames)
     ps, ss, valid, pred_r, true_r, pred_e, true_e = [], [], [], [], [], [], []
@@ -114,7 +86,8 @@ def open_loop(model: Any, recs: Any, items: list[tuple[int, int, int]], horizon:
     strip_rows: list[Any] = []
     for lo in range(0, len(items), batch):
         chunk = items[lo: lo + batch]
-        g = _gather(recs, chunk, c, horizon, bank, device)
+        g = gather_windows(recs, chunk, c, horizon, device)
+        g["events"] = torch.from_numpy(g["active"] @ bank).to(device)
         gen = torch.Generator(device=device).manual_seed(seed + lo)
         frames, rew, end = rollout(model, g["frames"][:, :c], g["actions"], g["events"], horizon, gen)
         real = g["frames"][:, c:]
@@ -231,6 +204,26 @@ def drift(model: Any, recs: Any, reference_eps: list[int], held: list[int], step
     return out
 
 
+def _events(model: Any, recs: Any, held: list[int], loaded: Any, device: Any,
+            args: argparse.Namespace) -> tuple[dict[str, Any], list[Any]]:
+    """Event fidelity (models/event_fidelity.py), or a note when the run knows no events."""
+    from models.event_fidelity import event_fidelity
+
+    trained = (loaded.config.get("events") or {}).get("trained") or []
+    if not trained:
+        return {"note": f"{args.checkpoint} was trained without events"}, []
+    try:
+        from engine.events import load_catalog
+
+        kinds = {name: str(spec.kind) for name, spec in load_catalog().events.items()}
+    except Exception:  # the catalog only labels events look/dynamics
+        kinds = {}
+    result, rows = event_fidelity(model, recs, held, loaded.event_bank, horizon=min(16, args.max_horizon),
+                                  device=device, seed=args.seed, kinds=kinds)
+    result["trained"] = trained
+    return result, rows
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
@@ -287,8 +280,9 @@ def run(args: argparse.Namespace) -> int:
     out = {**result, "episodes": [int(i) for i in held], "split": split,
            "checkpoint": str(args.checkpoint), "data": str(args.data),
            "sampler": getattr(model, "sampler_name", None), "device": str(device)}
+    event_rows: list[Any] = []
     if args.events:
-        out["events"] = {"note": "event fidelity is not measured by this version"}
+        out["events"], event_rows = _events(model, recs, held, loaded, device, args)
 
     json_path = Path(args.json) if args.json else Path(args.checkpoint) / "eval" / "eval.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -299,6 +293,8 @@ def run(args: argparse.Namespace) -> int:
         "PSNR (dB)": [out["psnr"][str(h)] for h in hs], "SSIM": [out["ssim"][str(h)] for h in hs]})
     if strip_rows:
         write_png(f"{stem}_strip.png", strip(strip_rows))
+    if event_rows:
+        write_png(f"{stem}_events.png", strip(event_rows))
     print(f"eval of {args.checkpoint} on {len(items)} rollouts from {len(held)} episodes ({split}):")
     print("  PSNR " + "  ".join(f"@{h} {out['psnr'][str(h)]}" for h in hs))
     print("  SSIM " + "  ".join(f"@{h} {out['ssim'][str(h)]}" for h in hs))
@@ -306,5 +302,8 @@ def run(args: argparse.Namespace) -> int:
           f"termination F1 {out['termination_f1']}")
     if out["drift"]:
         print(f"  drift {out['drift']}")
+    if args.events:
+        ev = out["events"]
+        print(f"  events: {ev.get('note') or {k: v for k, v in ev.items() if k.startswith('mean_')}}")
     print(f"wrote {json_path}, {stem}_horizons.png, {stem}_strip.png")
     return 0

@@ -165,6 +165,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"saved {args.out}: step {trainer.step}/{cfg.total_steps}, loss {loss:.4f}, "
               f"{done} steps in {seconds:.0f} s on {device} "
               f"({rate:.2f} steps/s, {rate * cfg.batch_size * trainer.dist.world:.1f} samples/s)")
+    if trainer.dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.destroy_process_group()
     if not trainer.finished:
         print(f"stopped early; continue with: python train.py fit ... --out {args.out} --resume")
         return 130

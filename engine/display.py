@@ -119,7 +119,11 @@ class Display:
     def handle_resize(self, event: pygame.event.Event) -> None:
         """VIDEORESIZE: keep the user's size (content is letterboxed into it)."""
         w, h = max(160, event.w), max(HUD_LINES * LINE_PX + 64, event.h)
-        self.window = pygame.display.set_mode((w, h), pygame.RESIZABLE)
+        surface = pygame.display.get_surface()
+        if surface is not None and surface.get_size() == (w, h):
+            self.window = surface  # SDL2 already resized it; set_mode again can loop on some WMs
+        else:
+            self.window = pygame.display.set_mode((w, h), pygame.RESIZABLE)
 
     # -- drawing --------------------------------------------------------------------------
     def content_rect(self) -> pygame.Rect:

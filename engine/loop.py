@@ -217,6 +217,8 @@ class FrameLoop:
             self.episodes += 1
             self.returns.append(self.episode_return)
             self.want_reset = True
+        elif out.real_ended:
+            self.want_reset = True
 
     # -- window ---------------------------------------------------------------------------
     def _poll_events(self) -> None:

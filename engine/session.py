@@ -40,6 +40,8 @@ class Outcome:
     ms: float = 0.0
     real_frame: np.ndarray | None = None
     psnr: float | None = None
+    real_ended: bool = False
+    """Split view: the real side's episode ended (both sides then restart together)."""
 
 
 def resize_area(frame: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -115,11 +117,15 @@ class Session:
         t0 = time.perf_counter()
         st = self.sim.step(action, events)
         ms = (time.perf_counter() - t0) * 1000.0
-        real_frame = self.real.step(action, events).frame if self.real is not None else None
+        real_frame, real_ended = None, False
+        if self.real is not None:
+            real_st = self.real.step(action, events)
+            real_frame, real_ended = real_st.frame, real_st.terminated or real_st.truncated
         if self.recorder is not None:
             self.recorder.add(action, st, events)
         self.frame = st.frame
-        return self._outcome(Outcome(st.frame, step=st, action=action, ms=ms, real_frame=real_frame))
+        return self._outcome(Outcome(st.frame, step=st, action=action, ms=ms, real_frame=real_frame,
+                                     real_ended=real_ended))
 
     def _outcome(self, out: Outcome) -> Outcome:
         if out.real_frame is not None:  # divergence at the model's resolution

@@ -57,6 +57,7 @@ class LoopSummary:
     returns: list[float]
     """Summed reward of each finished episode."""
     current_return: float
+    """Summed reward so far of the episode still running at the end (0 if none was)."""
     step_ms_p50: float
     step_ms_p99: float
     """Wall time of Simulator.step per agent step (policy and recorder excluded)."""
@@ -120,6 +121,7 @@ class FrameLoop:
         self.last: Outcome | None = None
         self.steps = self.episodes = self.episode_index = self.episode_step = 0
         self.episode_return = 0.0
+        self.episode_done = False
         self.lives: Any = None
         self.returns: list[float] = []
         self.seeds: list[int] = []
@@ -202,6 +204,7 @@ class FrameLoop:
         if st is None:  # a reset
             self.episode_index += 1
             self.episode_step, self.episode_return, self.lives = 0, 0.0, None
+            self.episode_done = False
             if self.audio is not None:
                 self.audio.clear()
             return
@@ -216,7 +219,7 @@ class FrameLoop:
         if st.terminated or st.truncated:
             self.episodes += 1
             self.returns.append(self.episode_return)
-            self.want_reset = True
+            self.want_reset = self.episode_done = True
         elif out.real_ended:
             self.want_reset = True
 
@@ -321,6 +324,6 @@ class FrameLoop:
         f50, f99 = _percentiles(self.frame_ms) if self.frame_ms else (None, None)
         return LoopSummary(
             steps=self.steps, episodes=self.episodes, returns=self.returns,
-            current_return=self.episode_return, step_ms_p50=s50, step_ms_p99=s99,
+            current_return=0.0 if self.episode_done else self.episode_return, step_ms_p50=s50, step_ms_p99=s99,
             frame_ms_p50=f50, frame_ms_p99=f99, wall_s=wall_s,
             steps_per_s=self.steps / wall_s if wall_s > 0 else 0.0, seeds=self.seeds)

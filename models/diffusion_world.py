@@ -213,7 +213,7 @@ class DiffusionWorldModel(nn.Module):
         bucket = torch.full((context.shape[0],), self.cfg.play_context_noise, device=context.device,
                             dtype=torch.long)
         prep = self.unet.prepare(context, actions, bucket, events)
-        sigmas = karras_sigmas(cfg, context.device)
+        sigmas = karras_sigmas(cfg).tolist()  # floats: nothing to copy inside a CUDA graph
         frame = sample(lambda x, s: self.denoiser(x, s, prep), noise, sigmas, cfg.method).clamp(-1, 1)
         logits = self.head(context[:, -1], frame, actions[:, -1])
         return frame, logits

@@ -7,7 +7,7 @@ single denoiser call; DIAMOND plays with 3 Euler steps.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -58,22 +58,25 @@ def initial_noise(shape: tuple[int, ...], cfg: SamplerConfig, device: torch.devi
     return torch.randn(shape, generator=generator, device=device) * cfg.sigma_max
 
 
-def sample(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, method: str = "euler") -> torch.Tensor:
+def sample(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor | Sequence[float],
+           method: str = "euler") -> torch.Tensor:
     """Integrate the probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma along `sigmas`.
 
     Args:
         denoise: D(x, sigma) with sigma of shape (B,).
         x: (B, ...) start, already scaled to sigmas[0].
-        sigmas: (N+1,) decreasing levels ending in 0.
+        sigmas: (N+1,) decreasing levels ending in 0 (used as Python floats, so the loop holds
+            no host-to-device copies and can be captured in a CUDA graph).
         method: "euler", or "heun" (second-order correction on every step but the last, EDM Alg. 1).
     """
+    levels = [float(s) for s in sigmas]
     ones = x.new_ones(x.shape[0])
-    for i in range(sigmas.shape[0] - 1):
-        s, s_next = sigmas[i], sigmas[i + 1]
+    for i in range(len(levels) - 1):
+        s, s_next = levels[i], levels[i + 1]
         denoised = denoise(x, s * ones)
         slope = (x - denoised) / s
         x_next = x + (s_next - s) * slope
-        if method == "heun" and i < sigmas.shape[0] - 2:
+        if method == "heun" and i < len(levels) - 2:
             slope_next = (x_next - denoise(x_next, s_next * ones)) / s_next
             x_next = x + (s_next - s) * (slope + slope_next) / 2
         x = x_next

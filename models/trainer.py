@@ -389,8 +389,11 @@ class Trainer:
             if not (math.isfinite(value) and math.isfinite(float(gnorm))):
                 bad_in_a_row += 1
                 if bad_in_a_row >= 20:
-                    raise UserError(f"loss is not finite for 20 steps in a row at step {self.step}; "
-                                    "lower train.lr or check the data")
+                    hint = ("; train.compile with bf16 can give non-finite gradients (seen in max-pool "
+                            "backward): try --set train.compile=false" if cfg.compile else
+                            "; lower train.lr or check the data")
+                    raise UserError(f"loss or gradients not finite for 20 steps in a row at step "
+                                    f"{self.step}{hint}")
                 continue  # skip this update; the batch stream moves on
             bad_in_a_row = 0
             optimizer.step()

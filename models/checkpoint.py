@@ -9,7 +9,8 @@ A run directory holds
 These two are everything play needs. For resuming, apart:
   train_state.safetensors  raw weights ("model.*"), EMA weights ("ema.*"), the optimizer state
                            flattened to tensors ("optim.<param>.<key>"), RNG states.
-  train_state.yaml         step, stage, stage_step, optimizer param groups (human readable).
+  train_state.yaml         step, stage, stage_step, optimizer param groups: a readable copy of
+                           the record the safetensors metadata holds (which is what resume reads).
 
 Every file is written to a temporary name, flushed and moved into place with os.replace, so a
 kill at any moment leaves either the previous or the next version of each file. Safetensors and
@@ -170,13 +171,16 @@ def save_run(run_dir: str | Path, *, ema_model: torch.nn.Module, config: dict[st
         for idx, entries in opt_state.items():
             for key, value in entries.items():
                 tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value)
-        _write_safetensors(run_dir / STATE_FILE, tensors,
-                           {"format_version": str(FORMAT_VERSION), "step": str(train_state.step)})
         groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
                   for g in train_state.optimizer.get("param_groups", [])]
-        _write_yaml(run_dir / STATE_YAML, {
-            "format_version": FORMAT_VERSION, "step": train_state.step, "stage": train_state.stage,
-            "stage_step": train_state.stage_step, "param_groups": groups, **train_state.extra})
+        info = {"format_version": FORMAT_VERSION, "step": train_state.step, "stage": train_state.stage,
+                "stage_step": train_state.stage_step, "param_groups": groups, **train_state.extra}
+        # The safetensors metadata carries the same record, so the tensors file alone is enough
+        # to resume (a kill between the two renames leaves a stale yaml, which is then ignored).
+        _write_safetensors(run_dir / STATE_FILE, tensors,
+                           {"format_version": str(FORMAT_VERSION), "step": str(train_state.step),
+                            "state": json.dumps(info)})
+        _write_yaml(run_dir / STATE_YAML, info)
 
     weights, aliases = dedupe(playable_state_dict(ema_model))
     tensors = {}
@@ -318,13 +322,10 @@ def load_train_state(run_dir: str | Path) -> TrainState | None:
     if meta.get("format_version") != str(FORMAT_VERSION):
         raise UserError(f"{path} has checkpoint format {meta.get('format_version')!r}; "
                         f"this version reads format {FORMAT_VERSION}")
-    ypath = run_dir / STATE_YAML
     try:
-        info = yaml.safe_load(ypath.read_text()) if ypath.is_file() else None
-    except yaml.YAMLError as err:
-        raise UserError(f"{ypath} is not valid yaml: {str(err).splitlines()[0]}") from None
-    if not isinstance(info, dict) or int(info.get("step", -1)) != int(meta.get("step", -2)):
-        raise UserError(f"{run_dir}: {STATE_YAML} is missing or belongs to another save than {STATE_FILE}")
+        info = json.loads(meta["state"])
+    except (KeyError, ValueError):
+        raise UserError(f"{path} lacks its training-state record (not written by save_run)") from None
     model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
     rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}

@@ -324,6 +324,7 @@ class Trainer:
         bar = tqdm(total=cfg.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (self.progress and self.dist.main), desc="fit")
         optimizer: torch.optim.Optimizer | None = None
+        first_step = self.step
         try:
             with _StopFlag() as flag:
                 for index, (name, steps) in enumerate(cfg.plan):
@@ -340,7 +341,8 @@ class Trainer:
                     self.finished = True
         finally:
             bar.close()
-            self.save(optimizer)
+            if self.step > first_step:  # never write a run (or overwrite one) without progress
+                self.save(optimizer)
             if self.writer is not None:
                 self.writer.close()
         return last

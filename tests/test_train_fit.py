@@ -90,6 +90,10 @@ def test_resume_continues_step_and_optimizer_bit_exactly(trained: Path, data: Pa
     assert a.keys() == b.keys() and any(k.startswith("optim.") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)  # raw weights, EMA and Adam moments
     assert load_run(out).config["stats"]["step"] == 40
+    # A kill between the renames of a save leaves a stale yaml beside new tensors: still resumable.
+    (out / "train_state.yaml").write_text("step: 3\n")
+    assert fit(data, out, "--steps", "41", "--resume", "--set", "train.holdout_fraction=0.5") == 0
+    assert "step: 41\n" in (out / "train_state.yaml").read_text()
 
 
 def test_existing_run_without_resume_is_refused(trained: Path, data: Path,

@@ -161,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
     done, seconds = trainer.step - first, trainer.train_seconds - seconds
     rate = done / seconds if seconds > 0 else 0.0
     loss = logs.get("loss", float("nan"))
-    if trainer.dist.main:
+    if trainer.dist.main and done == 0:
+        print(f"{args.out} is already trained to step {trainer.step}; nothing to do (raise --steps to go on)")
+    elif trainer.dist.main:
         print(f"saved {args.out}: step {trainer.step}/{cfg.total_steps}, loss {loss:.4f}, "
               f"{done} steps in {seconds:.0f} s on {device} "
               f"({rate:.2f} steps/s, {rate * cfg.batch_size * trainer.dist.world:.1f} samples/s)")

@@ -20,7 +20,7 @@ from torch import nn
 
 from engine.errors import UserError
 from engine.simulator import GameSpec
-from models.autoregressive.maskgit import SamplerConfig, maskgit_decode
+from models.autoregressive.maskgit import SamplerConfig, draw_noise, maskgit_decode
 from models.autoregressive.tokenizer import Tokenizer, TokenizerConfig
 from models.autoregressive.transformer import DynamicsTransformer, KVCache, TransformerConfig
 from models.config import ConfigError, from_dict
@@ -113,6 +113,7 @@ class ARWorldModel(nn.Module):
         self.stage = "joint"
         self.tokenizer_reused = tokenizer_reused
         """The tokenizer came from another run and is never trained here."""
+        self._graphs: dict[str, Any] | None = None
 
     @classmethod
     def from_config(cls, config: dict[str, Any], spec: GameSpec) -> ARWorldModel:
@@ -246,24 +247,53 @@ class ARWorldModel(nn.Module):
             raise RuntimeError("this rollout state was already advanced; the KV ring is updated in "
                                "place, so start a new rollout to branch")
         state.consumed = True
-        trf = self.transformer
+        trf, cache = self.transformer, state.cache
         b = action.shape[0]
-        clean = (state.tokens, action.long(), events.to(self._dtype()))
+        noise = draw_noise(self.samplers[self.sampler_name], b, trf.n, trf.codebook_size, action.device, generator)
+        args = (state.tokens, state.step, action.long(), events.to(self._dtype()), *noise, cache.filled,
+                *cache.k, *cache.v)
+        if self._graphs is not None and action.is_cuda:
+            from models.diffusion.cuda_graph import GraphedFunction
+
+            graph = self._graphs.setdefault(self.sampler_name, GraphedFunction(self._generate))
+            out = graph(*args)
+        else:
+            out = self._generate(*args)
+        tokens, frame, reward, end, filled = out[:5]
+        layers = len(cache.k)
+        ring = KVCache.wrap(list(out[5:5 + layers]), list(out[5 + layers:]), filled)
+        return ARState(ring, tokens, state.step + 1), Prediction(frame.float(), reward, end)
+
+    def _generate(self, tokens: torch.Tensor, step: torch.Tensor, action: torch.Tensor, events: torch.Tensor,
+                  sample_u: torch.Tensor, choice_u: torch.Tensor, filled: torch.Tensor,
+                  *kv: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One whole step as tensor operations only (the unit a CUDA graph replays).
+
+        Returns: new tokens (B, N), frame (B, 3, H, W), reward (B,), P(end) (B,), then the ring.
+        """
+        trf = self.transformer
+        layers = len(kv) // 2
+        cache = KVCache.wrap(list(kv[:layers]), list(kv[layers:]), filled)
+        clean = (tokens, action, events)
         act_out: list[torch.Tensor] = []
 
-        def predict(tokens: torch.Tensor, k: int) -> torch.Tensor:
-            logits, out = trf.step_cached(state.cache, state.step, clean if k == 0 else None, tokens)
+        def predict(gen: torch.Tensor, k: int) -> torch.Tensor:
+            logits, out = trf.step_cached(cache, step, clean if k == 0 else None, gen)
             if out is not None:
                 act_out.append(out)
             assert logits is not None
             return logits
 
-        new_tokens = maskgit_decode(predict, b, trf.n, trf.mask_id, self.samplers[self.sampler_name],
-                                    action.device, generator)
+        new = maskgit_decode(predict, trf.n, trf.mask_id, self.samplers[self.sampler_name], sample_u, choice_u)
         g = self.tokenizer.grid
-        frame = self.tokenizer.decode(new_tokens.view(b, g, g)).float()
+        frame = self.tokenizer.decode(new.view(-1, g, g))
         reward, end = self.outcome(act_out[0])
-        return ARState(state.cache, new_tokens, state.step + 1), Prediction(frame, reward, end)
+        return (new, frame, reward, end, cache.filled, *cache.k, *cache.v)
+
+    def use_cuda_graphs(self, enabled: bool = True) -> None:
+        """Replay each sampler preset's whole step as one CUDA graph (CUDA, fixed batch size): the
+        ring and all noise are inputs, so every step has the same shapes and addresses."""
+        self._graphs = {} if enabled else None
 
     def outcome(self, action_hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, d) action-token outputs -> reward (B,) (0 unless a sign is predicted), P(end) (B,)."""

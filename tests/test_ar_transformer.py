@@ -2,7 +2,7 @@
 
 import torch
 
-from models.autoregressive.maskgit import SamplerConfig, maskgit_decode
+from models.autoregressive.maskgit import SamplerConfig, draw_noise, maskgit_decode
 from models.autoregressive.transformer import DynamicsTransformer, TransformerConfig
 
 N, V, A, E = 16, 50, 4, 384
@@ -46,7 +46,8 @@ def _rollout(model: DynamicsTransformer, cached: bool, context: torch.Tensor, ac
             return logits[:, 0]
 
         with torch.no_grad():
-            new = maskgit_decode(predict, b, N, model.mask_id, sampler, torch.device("cpu"), gen)
+            noise = draw_noise(sampler, b, N, V, torch.device("cpu"), gen)
+            new = maskgit_decode(predict, N, model.mask_id, sampler, *noise)
         history.append(new)
         outs.append(found[0])
     return torch.stack(history[c:], 1), torch.stack(outs, 1)
@@ -90,7 +91,9 @@ def test_maskgit_is_deterministic_for_a_seed_and_fills_every_token():
             return model.step_cached(ring, torch.tensor(0), clean if k == 0 else None, tokens)[0]
 
         with torch.no_grad():
-            return maskgit_decode(predict, 1, N, model.mask_id, SamplerConfig(passes=4), torch.device("cpu"), gen)
+            sampler = SamplerConfig(passes=4)
+            noise = draw_noise(sampler, 1, N, V, torch.device("cpu"), gen)
+            return maskgit_decode(predict, N, model.mask_id, sampler, *noise)
 
     first, again = decode(5), decode(5)
     assert torch.equal(first, again)

@@ -59,7 +59,7 @@ class FSQ(nn.Module):
 
     def quantize(self, z: torch.Tensor) -> torch.Tensor:
         """(..., D) latents -> (..., D) quantized values in [-1, 1] (straight-through)."""
-        bounded = self._bound(z)
+        bounded = self._bound(z.float())  # float32: bf16 cannot place every level boundary
         rounded = bounded + (torch.round(bounded) - bounded).detach()
         return rounded / (self.levels // 2)
 

@@ -52,6 +52,13 @@ class KVCache:
         self.v = [torch.zeros(batch, heads, slots, head_dim, device=device, dtype=dtype) for _ in range(layers)]
         self.filled = torch.zeros(slots, dtype=torch.bool, device=device)
 
+    @classmethod
+    def wrap(cls, k: list[torch.Tensor], v: list[torch.Tensor], filled: torch.Tensor) -> KVCache:
+        """A ring over existing tensors (no copy)."""
+        new = cls.__new__(cls)
+        new.k, new.v, new.filled = k, v, filled
+        return new
+
     def clone(self) -> KVCache:
         new = KVCache.__new__(KVCache)
         new.k = [t.clone() for t in self.k]

@@ -194,3 +194,29 @@ def test_stages_run_in_order_and_resume_knows_the_stage(data: Path, tmp_path: Pa
     assert "step: 8\nstage: 1\nstage_step: 5\n" in state
     run = load_run(out)
     assert run.config["stats"]["finished"] and run.config["family"] == "autoregressive"
+
+
+def test_ctrl_c_saves_and_resume_finishes(data: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "interrupted"
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "train.py"), "fit", "--config", CONFIG, "--data", str(data),
+           "--out", str(out), *TINY, "--steps", "400", "--set", "train.checkpoint_every=2"]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / "train_state.safetensors").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout
+    assert "--resume" in stdout
+    step = load_run(out).config["stats"]["step"]
+    assert 2 <= step < 400
+    assert fit(data, out, "--steps", str(step + 3), "--resume") == 0
+    assert load_run(out).config["stats"]["step"] == step + 3

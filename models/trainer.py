@@ -412,6 +412,7 @@ class Trainer:
             self._log(last)
             if cfg.eval_every and self.step % cfg.eval_every == 0:
                 last["heldout_loss"] = self._heldout_loss()
+                bar.set_postfix(loss=f"{smooth:.4f}", heldout=f"{last['heldout_loss']:.4f}", lr=f"{lr:.1e}")
             if cfg.sample_every and self.step % cfg.sample_every == 0:
                 self._samples()
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:

@@ -220,3 +220,10 @@ def test_ctrl_c_saves_and_resume_finishes(data: Path, tmp_path: Path) -> None:
     assert 2 <= step < 400
     assert fit(data, out, "--steps", str(step + 3), "--resume") == 0
     assert load_run(out).config["stats"]["step"] == step + 3
+
+
+def test_config_of_another_game_is_refused(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pong = CONFIG.replace("breakout-diffusion", "pong-diffusion")
+    code = train.main(["fit", "--config", pong, "--data", str(data), "--out", str(tmp_path / "r"), *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and "is for pong, but" in err and "breakout" in err

@@ -65,31 +65,40 @@ def zero_init(layer: M) -> M:
 
 
 class AdaGroupNorm(nn.Module):
-    """GroupNorm without its own affine, scaled and shifted per sample from the conditioning."""
+    """GroupNorm without its own affine, scaled and shifted per sample from the conditioning.
 
-    def __init__(self, channels: int, cond_dim: int, groups: int) -> None:
+    The scale/shift of every norm in the U-Net come from one linear layer (`UNet.modulation`),
+    evaluated once per network call: one matrix product instead of one per norm, which matters
+    at batch 1 where each small kernel launch costs more than its arithmetic. This norm reads
+    its slice `[offset, offset + 2 * channels)` of that (B, total) modulation vector.
+    """
+
+    def __init__(self, channels: int, groups: int) -> None:
         super().__init__()
+        self.channels = channels
         self.groups = math.gcd(groups, channels)
-        self.proj = zero_init(nn.Linear(cond_dim, 2 * channels))
+        self.offset = -1  # assigned by UNet once every norm exists
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.proj(cond)[:, :, None, None].chunk(2, dim=1)  # (B, C, 1, 1) each
-        return F.group_norm(x, self.groups) * (1 + scale) + shift
+    def forward(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
+        c, o = self.channels, self.offset
+        scale = mod[:, o:o + c, None, None]  # (B, C, 1, 1); the layer's bias starts it at 1
+        shift = mod[:, o + c:o + 2 * c, None, None]
+        return torch.addcmul(shift, F.group_norm(x, self.groups), scale)
 
 
 class ResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, cfg: UNetConfig, attention: bool = False) -> None:
         super().__init__()
-        self.norm1 = AdaGroupNorm(c_in, cfg.cond_dim, cfg.norm_groups)
+        self.norm1 = AdaGroupNorm(c_in, cfg.norm_groups)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.norm2 = AdaGroupNorm(c_out, cfg.cond_dim, cfg.norm_groups)
+        self.norm2 = AdaGroupNorm(c_out, cfg.norm_groups)
         self.conv2 = zero_init(nn.Conv2d(c_out, c_out, 3, padding=1))  # block starts as identity
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
         self.attn = SelfAttention(c_out, cfg.norm_groups) if attention else None
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x, cond)))
-        h = self.conv2(F.silu(self.norm2(h, cond)))
+    def forward(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x, mod)))
+        h = self.conv2(F.silu(self.norm2(h, mod)))
         x = self.skip(x) + h
         return self.attn(x) if self.attn is not None else x
 
@@ -166,8 +175,20 @@ class UNet(nn.Module):
             self.up.append(blocks)
             if i > 0:
                 self.upsample.append(nn.Conv2d(c, c, 3, padding=1))
-        self.norm_out = AdaGroupNorm(c, d, cfg.norm_groups)
+        self.norm_out = AdaGroupNorm(c, cfg.norm_groups)
         self.conv_out = zero_init(nn.Conv2d(c, 3 * p * p, 3, padding=1))
+
+        # One modulation layer for every adaptive norm; zero weights and scale bias 1 make each
+        # norm start as a plain GroupNorm (the conditioning is learned from there).
+        norms = [m for m in self.modules() if isinstance(m, AdaGroupNorm)]
+        total = 0
+        for norm in norms:
+            norm.offset = total
+            total += 2 * norm.channels
+        self.modulation = zero_init(nn.Linear(d, total))
+        with torch.no_grad():
+            for norm in norms:
+                self.modulation.bias[norm.offset:norm.offset + norm.channels] = 1.0
 
     def prepare(self, context: torch.Tensor, actions: torch.Tensor, noise_bucket: torch.Tensor,
                 events: torch.Tensor) -> Prepared:
@@ -190,22 +211,23 @@ class UNet(nn.Module):
         angles = 2 * math.pi * c_noise[:, None] * self.fourier_freqs[None]  # (B, F/2)
         noise_emb = self.noise_mlp(torch.cat([angles.cos(), angles.sin()], dim=1))
         cond = self.cond_mlp(noise_emb + prep.cond)  # (B, D)
+        mod = self.modulation(F.silu(cond))  # (B, total): every norm's scale and shift
 
         h = self.conv_noisy(F.pixel_unshuffle(x, self.cfg.patch_size)) + prep.context
         skips = [h]
         for i, blocks in enumerate(self.down):
             for block in cast(nn.ModuleList, blocks):
-                h = block(h, cond)
+                h = block(h, mod)
                 skips.append(h)
             if i < len(self.downsample):
                 h = self.downsample[i](h)
                 skips.append(h)
         for block in self.mid:
-            h = block(h, cond)
+            h = block(h, mod)
         for i, blocks in enumerate(self.up):
             for block in cast(nn.ModuleList, blocks):
-                h = block(torch.cat([h, skips.pop()], dim=1), cond)
+                h = block(torch.cat([h, skips.pop()], dim=1), mod)
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        out = self.conv_out(F.silu(self.norm_out(h, cond)))
+        out = self.conv_out(F.silu(self.norm_out(h, mod)))
         return F.pixel_shuffle(out, self.cfg.patch_size)

@@ -12,6 +12,7 @@ each step samples the next frame with the current sampler preset. No horizon cap
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,6 +133,7 @@ class DiffusionWorldModel(nn.Module):
         self.samplers = cfg.samplers
         self.sampler_name = cfg.sampler
         self._graphs: dict[str, GraphedFunction] | None = None
+        self._step: Callable[..., tuple[torch.Tensor, torch.Tensor]] = self.generate
 
     @classmethod
     def from_config(cls, config: dict[str, Any], spec: GameSpec) -> DiffusionWorldModel:
@@ -193,6 +195,12 @@ class DiffusionWorldModel(nn.Module):
         """Replay each sampler preset's whole step as one CUDA graph (CUDA, fixed batch size)."""
         self._graphs = {} if enabled else None
 
+    def use_compile(self, enabled: bool = True) -> None:
+        """Run the play step through torch.compile (fuses norm, modulation and activation kernels;
+        the first step of each sampler preset compiles, which takes a while)."""
+        self._step = torch.compile(self.generate, dynamic=False) if enabled else self.generate
+        self._graphs = {} if self._graphs is not None else None  # recapture with the new step
+
     def start(self, frames: torch.Tensor, actions: torch.Tensor) -> DiffusionState:
         c = self.context_frames
         if frames.ndim != 5 or frames.shape[1] != c or actions.shape[1:] != (c - 1,):
@@ -231,10 +239,12 @@ class DiffusionWorldModel(nn.Module):
                                                     device=context.device)
         events = events.to(context.dtype)
         if self._graphs is not None and context.is_cuda:
-            graph = self._graphs.setdefault(self.sampler_name, GraphedFunction(self.generate))
+            graph = self._graphs.get(self.sampler_name)
+            if graph is None:
+                graph = self._graphs[self.sampler_name] = GraphedFunction(self._step)
             frame, logits = graph(context, actions, events, noise)
         else:
-            frame, logits = self.generate(context, actions, events, noise)
+            frame, logits = self._step(context, actions, events, noise)
         logits = logits.float()
         reward = logits[:, :3].argmax(1).float() - 1
         new_state = DiffusionState(frames=torch.cat([state.frames[:, 1:], frame[:, None].float()], dim=1),

@@ -61,11 +61,15 @@ class NeuralSimulator:
         start_frames: (K, C, 3, H, W) uint8 real start contexts; start_actions: (K, C-1) long.
         event_bank: event name -> (384,) embedding for the events the model was trained with.
         model_name: shown in the HUD.
+        sampler: sampler preset to start with.
+        compile: run the model's step through torch.compile where the model offers it (slow
+            first step per preset; on CUDA the compiled step is then captured as a CUDA graph).
     """
 
     def __init__(self, model: Any, spec: GameSpec, start_frames: torch.Tensor,
                  start_actions: torch.Tensor, event_bank: dict[str, Any], device: torch.device,
-                 model_name: str = "world model", sampler: str | None = None) -> None:
+                 model_name: str = "world model", sampler: str | None = None,
+                 compile: bool = False) -> None:
         if start_frames.ndim != 5 or start_frames.shape[0] == 0:
             raise UserError("the checkpoint holds no start contexts to play from")
         self.model = model
@@ -84,9 +88,9 @@ class NeuralSimulator:
         self._rng = np.random.default_rng()
         if sampler is not None:
             self.set_sampler(sampler)
-        self._optimize()
+        self._optimize(compile)
 
-    def _optimize(self) -> None:
+    def _optimize(self, compile: bool) -> None:
         """Device-specific speed-ups that do not change results beyond float rounding."""
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest conv kernels once
@@ -97,6 +101,8 @@ class NeuralSimulator:
         elif self.device.type == "cpu":
             # NHWC convolutions are ~15% faster with oneDNN at batch 1 (benchmarks/diffusion_speed.py).
             self.model.to(memory_format=torch.channels_last)
+        if compile and hasattr(self.model, "use_compile"):
+            self.model.use_compile(True)
 
     # ------------------------------------------------------------------------------ samplers
     @property
@@ -192,13 +198,14 @@ class NeuralSimulator:
 
 
 def open_neural_simulator(run_dir: str | Path, device: str | None = "auto",
-                          sampler: str | None = None) -> NeuralSimulator:
+                          sampler: str | None = None, compile: bool = False) -> NeuralSimulator:
     """Load a run directory (models/checkpoint.py) as a playable simulator.
 
     Args:
         run_dir: RUN written by `train.py fit`.
         device: auto (cuda if available, else cpu with a warning), cpu or cuda[:N].
         sampler: sampler preset to start with (default: the one in the run's config).
+        compile: torch.compile the step (see `NeuralSimulator`).
     """
     from models.checkpoint import load_run, read_config
 
@@ -208,4 +215,4 @@ def open_neural_simulator(run_dir: str | Path, device: str | None = "auto",
     preset = run.config.get("preset", "")
     name = f"{run.config.get('family', '?')} {preset} ({Path(run_dir).name})".replace("  ", " ")
     return NeuralSimulator(run.model, run.spec, run.start_frames, run.start_actions, run.event_bank,
-                           dev, model_name=name, sampler=sampler)
+                           dev, model_name=name, sampler=sampler, compile=compile)

@@ -20,6 +20,7 @@ batch 1 with random actions and report ms/frame (p50, p99), frames per second an
 examples:
   python train.py bench --checkpoint runs/bk
   python train.py bench --checkpoint runs/bk --device cuda --frames 500 --json bench.json
+  python train.py bench --checkpoint runs/bk --device cuda --compile --sampler quality
   OMP_NUM_THREADS=2 python train.py bench --checkpoint runs/bk --device cpu --sampler fast
 """
 
@@ -37,6 +38,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="bench only this preset (repeatable); default: every preset")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the step (on CUDA inside the CUDA graph); warm-up compiles")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     p.set_defaults(func=run)
 
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--frames must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    sim = open_neural_simulator(args.checkpoint, device=args.device)
+    sim = open_neural_simulator(args.checkpoint, device=args.device, compile=args.compile)
     presets = args.sampler or list(sim.sampler_presets)
     for name in presets:
         if name not in sim.sampler_presets:
@@ -107,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         "device": device_label(sim.device),
         "params": int(sum(p.numel() for p in sim.model.parameters())),
         "frames": args.frames,
+        "compile": args.compile,
         "presets": presets,
     }
     print(f"{sim.model_name}: {result['params'] / 1e6:.2f}M params on {result['device']}, "

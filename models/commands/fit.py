@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: the GPU if there is one, else the CPU with a warning (default)")
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    p.add_argument("--init", metavar="RUN",
+                   help="start from the weights of another run of the same model (fine-tune a shipped "
+                        "checkpoint on your own recordings); the optimizer starts fresh")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set preset=tiny --set train.lr=1e-4 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
@@ -144,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(cfg.seed)
     model: Any = build_model(config, spec).to(device)
+    if args.init and state is None:
+        warm_start(model, args.init, spec.name)
     bank = event_bank()
     recs = Recordings(dataset, int(model.resolution), sorted(bank), progress=not args.no_progress)
     train, held = split_episodes(len(recs.episodes), cfg.holdout_fraction)
@@ -175,6 +180,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"stopped early; continue with: python train.py fit ... --out {args.out} --resume")
         return 130
     return 0
+
+
+def warm_start(model: Any, run_dir: str, game: str) -> None:
+    """Copy the (EMA) weights of `run_dir` into `model`; the architectures must match exactly."""
+    from engine.errors import UserError
+    from models.checkpoint import load_run
+
+    source = load_run(run_dir, "cpu", expect_game=game).model.state_dict()
+    target = model.state_dict()
+    mismatched = [k for k in target if k not in source or source[k].shape != target[k].shape]
+    if mismatched:
+        raise UserError(f"--init {run_dir} has another architecture (first differing weight: {mismatched[0]})")
+    model.load_state_dict(source)
+    print(f"initialised from {run_dir}")
 
 
 def event_bank() -> dict[str, Any]:

@@ -12,7 +12,8 @@ import sys
 
 from engine.commands import collect, data_io
 from engine.errors import UserError
-from models.commands import bench, eval as evaluate, fit
+from models.commands import bench, fit
+from models.commands import eval as evaluate
 
 EPILOG = """\
 typical session:

@@ -37,7 +37,7 @@ class Batch:
     valid: torch.Tensor
     """(B, T+1) bool: False for padding frames before an episode's first frame."""
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         return Batch(*(t.to(device, non_blocking=True) for t in (
             self.frames, self.actions, self.rewards, self.terminations, self.events, self.valid)))
 

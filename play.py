@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.errors import UserError
+from engine.errors import UserError, one_line_warnings, stdout_closed
 
 ROOT = Path(__file__).resolve().parent
 CHECKPOINTS = ROOT / "checkpoints"
@@ -100,11 +100,11 @@ def _open_simulator(args: argparse.Namespace) -> tuple[Any, bool]:
     if checkpoint is not None:
         from models.neural_sim import open_neural_simulator
 
-        sim = open_neural_simulator(checkpoint, device=args.device, sampler=args.sampler)
-        if args.game is not None and find_game(args.game).name != sim.spec.name:
-            sim.close()
-            raise UserError(f"checkpoint {checkpoint} is a {sim.spec.name} model, not {args.game}")
-        return sim, True
+        neural_sim = open_neural_simulator(checkpoint, device=args.device, sampler=args.sampler)
+        if args.game is not None and find_game(args.game).name != neural_sim.spec.name:
+            neural_sim.close()
+            raise UserError(f"checkpoint {checkpoint} is a {neural_sim.spec.name} model, not {args.game}")
+        return neural_sim, True
     audio = not args.no_audio and (not args.headless or args.record is not None)
     sim = make_simulator(args.game or "breakout", frameskip=args.frameskip, sticky=args.sticky,
                          action_repeat=args.action_repeat, audio=audio, seed=args.seed)
@@ -171,7 +171,6 @@ def play(args: argparse.Namespace) -> int:
             from engine.dataset import Recorder
 
             recorder = Recorder(args.record, spec)
-            print(f"recording to {args.record}")
         kind = args.autopilot or ("random" if args.headless else None)
         policy = make_policy(kind, spec, args.seed) if kind is not None else None
         config = LoopConfig(max_steps=args.max_steps, max_episodes=args.max_episodes, seed=args.seed)
@@ -190,6 +189,8 @@ def play(args: argparse.Namespace) -> int:
             sim, config, display=display, controls=InputState(pygame_key_names()),
             keymap=Keymap.for_spec(spec), policy=policy, recorder=recorder, console=console,
             audio=audio, make_real=_make_real(args, spec) if neural else None)
+        if args.record is not None:
+            print(f"recording to {args.record}")
         recorder = None  # the loop owns it now and closes its episode however it ends
         summary = loop.run()
     finally:
@@ -206,6 +207,7 @@ def play(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    one_line_warnings()
     args = build_parser().parse_args(argv)
     try:
         if args.list_games:
@@ -220,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return stdout_closed()
 
 
 if __name__ == "__main__":

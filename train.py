@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from engine.commands import collect, data_io
-from engine.errors import UserError
+from engine.errors import UserError, one_line_warnings, stdout_closed
 from models.commands import bench, fit
 from models.commands import eval as evaluate
 
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    one_line_warnings()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return stdout_closed()
 
 
 if __name__ == "__main__":

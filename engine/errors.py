@@ -3,3 +3,46 @@
 
 class UserError(Exception):
     """Bad input from the user (file, flag, game name, checkpoint): message is one clear line."""
+
+
+def stdout_closed() -> int:
+    """Exit status after stdout's reader went away (`train.py info | head`): no traceback.
+
+    Python flushes stdout again at exit, so point it at /dev/null first; 141 = 128 + SIGPIPE,
+    the status a shell reports for any other program cut off by `head`.
+    """
+    import os
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141
+
+
+def one_line_warnings() -> None:
+    """CLIs: the project's own warnings print as one `warning: ...` line.
+
+    Python's default format adds `file:line: Category:` and echoes the source line, two lines
+    per warning; library warnings (torch, numpy) keep that format so their origin stays visible.
+    """
+    import warnings
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    ours = {"engine", "models", "benchmarks", "play.py", "train.py"}
+    default = warnings.formatwarning
+
+    def fmt(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+            line: str | None = None) -> str:
+        try:
+            top = Path(filename).resolve().relative_to(root).parts[0]
+        except (ValueError, IndexError, OSError):
+            top = ""
+        if top in ours and issubclass(category, UserWarning):
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = fmt

@@ -61,8 +61,9 @@ def _atari_roms() -> dict[str, str]:
     import ale_py
     from ale_py import roms
 
+    # Logger mode is global and the constructor prints a banner: silence it before building.
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
     ale = ale_py.ALEInterface()
-    ale.setLoggerMode(ale_py.LoggerMode.Error)
     out: dict[str, str] = {}
     for rom_id in roms.get_all_rom_ids():
         path = roms.get_rom_path(rom_id)
@@ -92,8 +93,9 @@ def _atari_action_meanings(rom_id: str, full_action_space: bool) -> tuple[str, .
     import ale_py
     from ale_py import roms
 
+    # Logger mode is global and the constructor prints a banner: silence it before building.
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
     ale = ale_py.ALEInterface()
-    ale.setLoggerMode(ale_py.LoggerMode.Error)
     ale.loadROM(str(roms.get_rom_path(rom_id)))
     actions = ale.getLegalActionSet() if full_action_space else ale.getMinimalActionSet()
     return tuple(a.name for a in actions)

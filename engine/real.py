@@ -57,9 +57,9 @@ class AtariSimulator:
         self._seed = seed
         self._started = False
 
+        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # global; before the banner
         self.ale = ale_py.ALEInterface()
         """The raw ALE handle (ale_py.ALEInterface) for RAM events and inspection."""
-        self.ale.setLoggerMode(ale_py.LoggerMode.Error)
         self.ale.setFloat("repeat_action_probability", float(sticky))
         self.ale.setInt("max_num_frames_per_episode", ALE_MAX_FRAMES)
         self.ale.setBool("sound_obs", bool(audio))

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -105,7 +106,7 @@ def _signature(info: EpisodeInfo) -> dict[str, object]:
     for _start, _end, path in info.chunks:
         st = Path(path).stat()
         chunks.append([Path(path).name, int(st.st_size), int(st.st_mtime_ns)])
-    return {"num_steps": int(info.num_steps), "chunks": chunks, "version": 1}
+    return {"num_steps": int(info.num_steps), "chunks": chunks, "version": 2}
 
 
 def resize_frames(frames: np.ndarray, resolution: int, chunk: int = 256) -> np.ndarray:
@@ -156,24 +157,36 @@ class Recordings:
         n = int(cols["actions"].shape[0])
         name = info.path.name
         path, sig_path = cache / f"{name}.npy", cache / f"{name}.json"
-        sig = _signature(info)
-        sig["num_steps"] = n
-        fresh = False
+        source = _signature(info)
+        source["num_steps"] = n
+        # The frames may cover fewer steps than the other columns: a chunk whose frames are
+        # damaged (its other fields read fine) ends them early, and a damaged start frame makes
+        # the episode begin at step 1. The cache records the step range [first, end) they cover.
+        built: dict[str, Any] | None = None
         if path.is_file() and sig_path.is_file():
             try:
-                fresh = json.loads(sig_path.read_text()) == sig
+                stored = json.loads(sig_path.read_text())
+                if isinstance(stored, dict) and stored.get("source") == source:
+                    built = stored
             except ValueError:
-                fresh = False
-        if not fresh:
-            obs, _ = ds.load_frames(i)
-            small = resize_frames(obs[: n + 1], self.resolution)
+                built = None
+        if built is None:
+            obs, acts = ds.load_frames(i)
+            first = 1 if obs.shape[0] == acts.shape[0] else 0  # start frame unreadable
+            end = min(n, first + int(acts.shape[0]))
+            small = resize_frames(obs[: end - first + 1], self.resolution)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             with open(tmp, "wb") as fh:
                 np.save(fh, small, allow_pickle=False)
             os.replace(tmp, path)
+            built = {"source": source, "first": first, "end": end}
             sig_tmp = sig_path.with_name(f".{sig_path.name}.{os.getpid()}.tmp")
-            sig_tmp.write_text(json.dumps(sig))
+            sig_tmp.write_text(json.dumps(built))
             os.replace(sig_tmp, sig_path)
+        first, end = int(built["first"]), int(built["end"])
+        if (first, end) != (0, n):
+            cols = {k: v[first:end] for k, v in cols.items()}
+            n = max(0, end - first)
         frames = np.load(path, mmap_mode="r", allow_pickle=False)
         col = {e: k for k, e in enumerate(self.event_names)}
         events = np.zeros((n, len(self.event_names)), bool)

@@ -295,6 +295,8 @@ class Recorder:
             probe = self.root / f".write-test.{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
+        except FileExistsError:  # mkdir(exist_ok=True) raises this only for a non-directory
+            raise UserError(f"cannot record into {root}: it is a file, not a directory") from None
         except OSError as err:
             raise UserError(f"cannot record into {root}: {err.strerror or err}") from None
         existing = _check_root_game(self.root, spec)

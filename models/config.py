@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,11 +34,52 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown config key '{where}{key}'{hint}")
-    hints = {f.name: f.type for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an annotation that cannot be resolved here: check nothing
+        hints = {}
     for key, value in list(data.items()):
-        if isinstance(value, list) and "tuple" in str(hints[key]):
-            data[key] = tuple(value)
+        data[key] = _checked(value, hints.get(key), f"{where}{key}")
     return cls(**data)
+
+
+def _checked(value: Any, hint: Any, name: str) -> Any:
+    """`value` as the field type `hint` wants it, or ConfigError naming the key (e.g. lr='abc').
+
+    yaml reads `1e-4` as a string (it wants `1.0e-4`), so numeric strings are accepted for floats.
+    Types this does not know (nested configs, Any) pass through unchanged.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+    elif hint is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{name} must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+    elif origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{name} must be one of {', '.join(map(str, args))}, got {value!r}")
+    elif origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        item = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        value = tuple(_checked(v, item, f"{name}[{i}]") for i, v in enumerate(value)) if item else tuple(value)
+    elif origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping, got {value!r}")
+    return value
 
 
 def _parse_value(text: str) -> Any:
@@ -65,7 +107,11 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
             close = difflib.get_close_matches(parts[-1], list(node), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown config key '{key}'{hint}")
-        node[parts[-1]] = _parse_value(text)
+        value = _parse_value(text)
+        if isinstance(node.get(parts[-1]), dict) and not isinstance(value, dict):
+            raise ConfigError(f"'{key}' is a config section, not a value; set one of its keys "
+                              f"({', '.join(f'{key}.{k}' for k in list(node[parts[-1]])[:3])}, ...)")
+        node[parts[-1]] = value
     return config
 
 

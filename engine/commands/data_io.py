@@ -86,8 +86,13 @@ def load_npz_episode(path: str | Path, num_actions: int) -> dict[str, Any]:
         npz = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
-    except (OSError, ValueError) as err:
-        raise UserError(f"{path}: not a readable npz file ({err})") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, expected an npz file") from None
+    except ValueError as err:  # neither zip nor npy: numpy would only try (refused) pickle
+        why = "not an npz archive" if "pickle" in str(err) else str(err)
+        raise UserError(f"{path}: not a readable npz file ({why})") from None
+    except Exception as err:  # OSError, zipfile.BadZipFile (truncated download), ...
+        raise UserError(f"{path}: not a readable npz file ({type(err).__name__}: {err})") from None
     if not hasattr(npz, "files"):
         raise UserError(f"{path}: holds a single array, expected an npz archive with named arrays")
     with npz:

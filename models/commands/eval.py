@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="recordings of the same game")
     p.add_argument("--json", metavar="FILE", help="write the figures here (default RUN/eval/eval.json)")
     p.add_argument("--episodes", type=int, metavar="N", help="use at most N held-out episodes")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                   help="where the model runs (default auto: cuda if available, else cpu)")
     p.add_argument("--sampler", metavar="PRESET", help="sampler preset (default: the checkpoint's)")
     p.add_argument("--max-rollouts", type=int, default=64, metavar="N", help="open-loop rollouts (default 64)")
     p.add_argument("--max-horizon", type=int, default=64, metavar="H", help="longest open-loop horizon (default 64)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 HELP = "train a world model from recordings"
@@ -34,7 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", required=True, metavar="RUN", help="run directory to create (or resume)")
     p.add_argument("--steps", type=int, metavar="N",
                    help="optimizer steps in all (overrides train.steps; with stages, scales stage_steps)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
                    help="auto: the GPU if there is one, else the CPU with a warning (default)")
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     p.add_argument("--init", metavar="RUN",
@@ -47,21 +48,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def pick_device(name: str) -> Any:
-    """The torch device for --device; under torchrun, this process's GPU."""
+    """The torch device for --device (auto, cpu, cuda, cuda:N); under torchrun, this process's GPU."""
     import torch
 
     from engine.errors import UserError
 
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA GPU is available to torch here (use --device cpu or auto)")
-    if name == "auto" and not torch.cuda.is_available():
-        print("warning: no CUDA GPU found; running on the CPU (slow beyond the tiny preset)")
-        name = "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    torch.cuda.set_device(local)
-    return torch.device("cuda", local)
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU found"
+            print(f"warning: {why}; running on the CPU (slow beyond the tiny preset)", file=sys.stderr)
+            return torch.device("cpu")
+        name = "cuda"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}'; use auto, cpu or cuda[:N]") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise UserError(f"unsupported device '{name}'; use auto, cpu or cuda[:N]")
+    if not torch.cuda.is_available():
+        build = "without" if torch.version.cuda is None else "with"
+        raise UserError(f"--device {name}: no CUDA GPU is available (torch {torch.__version__} built "
+                        f"{build} CUDA); use --device cpu or auto")
+    index = int(os.environ.get("LOCAL_RANK", "0")) if device.index is None else device.index
+    if index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 def load_config(args: argparse.Namespace) -> dict[str, Any]:

@@ -214,8 +214,11 @@ def main(argv: list[str] | None = None) -> int:
             from engine.games import list_games
 
             print(" ".join(list_games()))
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
             return 0
-        return play(args)
+        code = play(args)
+        sys.stdout.flush()
+        return code
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ Each subcommand lives in its own module (engine/commands, models/commands) expos
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from engine.commands import collect, data_io
@@ -37,10 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # eval's PNGs import pygame
     one_line_warnings()
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -171,8 +171,12 @@ class Recordings:
             except ValueError:
                 built = None
         if built is None:
+            try:  # load_frames starts the episode at step 1 (with a warning) when this fails
+                ds.first_observation(i)
+                first = 0
+            except Exception:  # noqa: BLE001 - any damage to start.npz
+                first = 1
             obs, acts = ds.load_frames(i)
-            first = 1 if obs.shape[0] == acts.shape[0] else 0  # start frame unreadable
             end = min(n, first + int(acts.shape[0]))
             small = resize_frames(obs[: end - first + 1], self.resolution)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -54,10 +54,12 @@ def default_model_path() -> str:
 
 
 def clean_prompt(text: str, max_chars: int = MAX_PROMPT_CHARS) -> tuple[str, bool]:
-    """Normalise typed or pasted text: control characters and newlines become spaces, whitespace
-    collapses, at most `max_chars` characters remain. Returns (clean text, was it truncated)."""
-    text = unicodedata.normalize("NFC", text[: max_chars * 4])  # bound the work on huge pastes
-    text = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text)
+    """Normalise typed or pasted text: control characters, lone surrogates (a bad paste; the
+    tokenizer cannot encode them) and newlines become spaces, compatibility forms fold to plain
+    ones (NFKC: fullwidth "ｒａｉｎ" -> "rain"), whitespace collapses, at most `max_chars` characters
+    remain. Returns (clean text, was it truncated)."""
+    text = unicodedata.normalize("NFKC", text[: max_chars * 4])  # bound the work on huge pastes
+    text = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") else c for c in text)
     text = re.sub(r"\s+", " ", text).strip()
     return text[:max_chars].rstrip(), len(text) > max_chars
 

@@ -80,6 +80,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--max-steps must be >= 1, got {args.max_steps}")
     if args.max_episodes is not None and args.max_episodes < 1:
         raise UserError(f"--max-episodes must be >= 1, got {args.max_episodes}")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise UserError(f"--seed must be in 0..2**32-1, got {args.seed}")
     if args.scale is not None and args.scale < 1:
         raise UserError(f"--scale must be >= 1, got {args.scale}")
 

@@ -182,3 +182,15 @@ def test_prompts_fold_compatibility_forms_and_drop_lone_surrogates() -> None:
 
     assert clean_prompt("ｍａｋｅ ｉｔ ｒａｉｎ") == ("make it rain", False)
     assert clean_prompt("\ud800make it rain\udfff") == ("make it rain", False)
+
+
+def test_negative_seed_is_refused_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import play
+
+    assert play.main(["--real", "--headless", "--max-steps", "2", "--seed", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --seed must be in 0..2**32-1, got -1"
+    out = tmp_path / "c"
+    assert train.main(["collect", "--game", "breakout", "--policy", "random", "--episodes", "1",
+                       "--out", str(out), "--seed", "-1"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --seed must be in 0..")
+    assert not out.exists()

@@ -89,6 +89,8 @@ def _check(args: argparse.Namespace) -> None:
     for name in ("episodes", "workers", "max_steps", "frameskip", "action_repeat"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.seed is not None and not 0 <= args.seed < 2**32 - args.episodes:
+        raise UserError(f"--seed must be in 0..2**32-1-EPISODES (episode k uses SEED+k), got {args.seed}")
 
 
 def _event_tools() -> tuple[Any, Any, Any]:

@@ -10,6 +10,7 @@ passes, then the tokenizer's decoder turns them into pixels.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -256,7 +257,13 @@ class ARWorldModel(nn.Module):
             from models.diffusion.cuda_graph import GraphedFunction
 
             graph = self._graphs.setdefault(self.sampler_name, GraphedFunction(self._generate))
-            out = graph(*args)
+            try:
+                out = graph(*args)
+            except RuntimeError as err:  # capture refused: the state is untouched (graphs copy inputs)
+                warnings.warn(f"CUDA graph capture failed ({str(err).splitlines()[0]}); stepping "
+                              "without graphs", stacklevel=2)
+                self._graphs = None
+                out = self._generate(*args)
         else:
             out = self._generate(*args)
         tokens, frame, reward, end, filled = out[:5]

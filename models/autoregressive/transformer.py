@@ -245,7 +245,7 @@ class DynamicsTransformer(nn.Module):
             steps.append(step.expand(n + 1))
             start = (step % self.config.window) * (n + 1)
             write = start + torch.arange(n + 1, device=step.device)
-            cache.filled[write] = True
+            cache.filled.index_fill_(0, write, True)  # no host scalar copy: capturable
         if gen_tokens is not None:
             parts.append(self.embed_generated(gen_tokens[:, None])[:, 0])
             steps.append((step + 1).expand(n))

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.errors import UserError, one_line_warnings, stdout_closed
+from engine.errors import UserError, one_line_warnings, output_file, stdout_closed
 
 ROOT = Path(__file__).resolve().parent
 CHECKPOINTS = ROOT / "checkpoints"
@@ -84,6 +84,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--seed must be in 0..2**32-1, got {args.seed}")
     if args.scale is not None and args.scale < 1:
         raise UserError(f"--scale must be >= 1, got {args.scale}")
+    if args.json is not None:
+        output_file(args.json)
 
 
 def _open_simulator(args: argparse.Namespace) -> tuple[Any, bool]:
@@ -155,7 +157,9 @@ def _print_summary(summary: Any, args: argparse.Namespace) -> None:
     if s.frame_ms_p50 is not None:
         print(f"display frame: p50 {s.frame_ms_p50:.1f} ms, p99 {s.frame_ms_p99:.1f} ms")
     if args.json:
-        Path(args.json).write_text(json.dumps(s.as_dict(), indent=1))
+        from engine.recorder import write_atomic
+
+        write_atomic(Path(args.json), json.dumps(s.as_dict(), indent=1).encode(), durable=False)
 
 
 def play(args: argparse.Namespace) -> int:

@@ -1,5 +1,9 @@
 """The one exception type the CLIs turn into a single `error: ...` line and a non-zero exit."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class UserError(Exception):
     """Bad input from the user (file, flag, game name, checkpoint): message is one clear line."""
@@ -29,7 +33,6 @@ def one_line_warnings() -> None:
     per warning; library warnings (torch, numpy) keep that format so their origin stays visible.
     """
     import warnings
-    from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     ours = {"engine", "models", "benchmarks", "play.py", "train.py"}
@@ -46,3 +49,18 @@ def one_line_warnings() -> None:
         return default(message, category, filename, lineno, line)
 
     warnings.formatwarning = fmt
+
+
+def output_file(path: str) -> Path:
+    """Check an output file path (--json FILE) before the work: parent created, not a directory.
+
+    Checked up front so that a typo is an error before minutes of play or reading, not after.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"cannot write {target}: it is a directory")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot write {target}: {err.strerror or err}") from None
+    return target

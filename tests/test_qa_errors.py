@@ -194,3 +194,17 @@ def test_negative_seed_is_refused_before_anything_runs(tmp_path: Path, capsys: p
                        "--out", str(out), "--seed", "-1"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: --seed must be in 0..")
     assert not out.exists()
+
+
+def test_json_report_path_is_checked_before_the_work(tmp_path: Path, data: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import play
+
+    assert play.main(["--real", "--headless", "--max-steps", "2", "--json", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: cannot write {tmp_path}: it is a directory"
+    assert train.main(["info", "--data", str(data), "--json", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"error: cannot write {tmp_path}: it is a directory" and not captured.out
+    report = tmp_path / "new" / "info.json"
+    assert train.main(["info", "--data", str(data), "--json", str(report)]) == 0
+    assert '"steps"' in report.read_text()

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from engine.errors import UserError
+from engine.errors import UserError, output_file
 
 IMPORT_EXAMPLES = """\
 each FILE.npz is one episode of T steps, arrays named:
@@ -300,6 +300,9 @@ def summarize(root: str | Path) -> dict[str, Any]:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from engine.recorder import write_atomic
+
+    json_path = output_file(args.json) if args.json else None
     s = summarize(args.data)
     steps = max(s["steps"], 1)
     ep = s["episode_steps"]
@@ -325,6 +328,6 @@ def run_info(args: argparse.Namespace) -> int:
         lines.append("events    none recorded")
     lines.append(f"on disk   {_human(s['bytes_on_disk'])} ({s['bytes_on_disk'] / steps / 1024:.1f} KiB per step)")
     print("\n".join(lines))
-    if args.json:
-        Path(args.json).write_text(json.dumps(s, indent=1))
+    if json_path is not None:
+        write_atomic(json_path, json.dumps(s, indent=1).encode(), durable=False)
     return 0

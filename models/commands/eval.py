@@ -230,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from engine.dataset import open_dataset
-    from engine.errors import UserError
+    from engine.errors import UserError, output_file
+    from engine.recorder import write_atomic
     from models.checkpoint import load_run
     from models.commands.fit import pick_device
     from models.data import Recordings, split_episodes
@@ -239,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("max_rollouts", "max_horizon", "batch", "drift_rollouts"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
+    json_path = output_file(args.json) if args.json else None  # a bad path fails before the work
     device = pick_device(args.device)
     loaded = load_run(args.checkpoint, device)
     model: Any = loaded.model
@@ -285,9 +287,8 @@ def run(args: argparse.Namespace) -> int:
     if args.events:
         out["events"], event_rows = _events(model, recs, held, loaded, device, args)
 
-    json_path = Path(args.json) if args.json else Path(args.checkpoint) / "eval" / "eval.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(out, indent=1) + "\n")
+    json_path = json_path or output_file(str(Path(args.checkpoint) / "eval" / "eval.json"))
+    write_atomic(json_path, (json.dumps(out, indent=1) + "\n").encode(), durable=False)
     stem = json_path.with_suffix("")
     hs = [h for h in HORIZONS if h <= horizon]
     plot_by_horizon(f"{stem}_horizons.png", hs, {

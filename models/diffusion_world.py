@@ -31,9 +31,10 @@ from models.world import Batch, Prediction
 
 DEFAULT_SAMPLERS = {
     "fast": SamplerConfig(steps=1, method="euler"),
-    "balanced": SamplerConfig(steps=2, method="euler"),
-    "quality": SamplerConfig(steps=3, method="heun"),
+    "balanced": SamplerConfig(steps=2, method="euler", sigma_min=1.0),
+    "quality": SamplerConfig(steps=3, method="euler"),
 }
+"""Used when a config names no samplers; the shipped yaml presets say why each was chosen."""
 
 
 @dataclass(frozen=True)

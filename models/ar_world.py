@@ -224,9 +224,12 @@ class ARWorldModel(nn.Module):
     @torch.no_grad()
     def start(self, frames: torch.Tensor, actions: torch.Tensor) -> ARState:
         """Tokenize C real frames and write the first C - 1 steps into a fresh KV ring."""
+        r = self.resolution
+        if (frames.ndim != 5 or frames.shape[1] < 1 or tuple(frames.shape[2:]) != (3, r, r)
+                or tuple(actions.shape) != (frames.shape[0], frames.shape[1] - 1)):
+            raise UserError(f"start needs frames (B, C, 3, {r}, {r}) and actions (B, C - 1); got "
+                            f"{tuple(frames.shape)} and {tuple(actions.shape)}")
         b, c = frames.shape[:2]
-        if c < 1:
-            raise UserError("start needs at least one context frame")
         n = self.transformer.n
         tokens = self.tokenizer.encode(frames.flatten(0, 1).to(self._dtype())).view(b, c, n)
         dev = frames.device

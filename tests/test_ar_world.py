@@ -108,6 +108,8 @@ def test_state_is_advanced_once(run: Path):
     model.advance(state, torch.tensor([0]), torch.zeros(1, EVENT_DIM))
     with pytest.raises(RuntimeError, match="already advanced"):
         model.advance(state, torch.tensor([0]), torch.zeros(1, EVENT_DIM))
+    with pytest.raises(UserError, match="start needs frames"):
+        model.start(torch.zeros(1, 2, 3, 96, 96), torch.zeros(1, 1, dtype=torch.long))
 
 
 def test_fit_saves_a_playable_run_with_sampler_presets(run: Path):

@@ -195,3 +195,29 @@ def test_tokenizer_of_another_game_or_resolution_is_refused(run: Path, tmp_path:
                                       "train.stages=[dynamics]", "train.stage_steps=[1]"])
     with pytest.raises(UserError, match="needs model.safetensors"):
         ARWorldModel.from_config(missing, find_game("breakout"))
+
+
+def test_context_longer_than_the_episodes_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    short = tmp_path / "short"
+    sim = make_simulator("breakout", audio=False)
+    with Recorder(short, sim.spec) as rec:
+        rec.begin_episode(sim.reset(seed=0), 0)
+        for _ in range(4):
+            rec.add(0, sim.step(0))
+        rec.end_episode()
+    sim.close()
+    code = train.main(["fit", "--config", CONFIG, "--data", str(short), "--out", str(tmp_path / "r"), *TINY])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "too small" in err and len(err.splitlines()) == 1
+
+
+def test_bad_model_configs_name_the_problem():
+    spec = find_game("breakout")
+    cases = [(["model.context_frames=9", "model.transformer.window=4"], "at most model.transformer.window"),
+             (["model.sampler=slow"], "unknown model.sampler"),
+             (["model.transformer.widht=64"], "did you mean 'width'"),
+             (["model.samplers={fast: {pases: 2}}"], "did you mean 'passes'")]
+    for overrides, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            ARWorldModel.from_config(resolve_config(CONFIG, ["preset=tiny", *overrides]), spec)

@@ -94,7 +94,7 @@ def main() -> int:
         best = min(runs, key=lambda r: r["p50_ms"])
         result[name] = {**best, "p50_runs": [r["p50_ms"] for r in runs]}
         print(f"  {name:<9} p50 {best['p50_ms']:7.2f} ms  p99 {best['p99_ms']:7.2f} ms  "
-              f"{best['fps']:7.1f} fps  peak {best['peak_mem_mb']:.0f} MB  (p50 of runs {result[name]['p50_runs']})")
+              f"{best['fps']:7.1f} fps  cpu {best['cpu_ms_p50']:.2f} ms  peak {best['peak_mem_mb']:.0f} MB  (p50 of runs {result[name]['p50_runs']})")
 
     if args.compare_cpu:
         sim.set_sampler(presets[0])

@@ -58,7 +58,9 @@ def peak_memory_mb(device: Any) -> float:
 def bench_simulator(sim: Any, frames: int, warmup: int = 10, seed: int = 0) -> dict[str, float]:
     """Time `frames` steps of a (neural) simulator at its current sampler; random actions.
 
-    Returns p50_ms, p99_ms, mean_ms, fps (1000 / mean) and peak_mem_mb.
+    Returns p50_ms, p99_ms, mean_ms, fps (1000 / mean), peak_mem_mb and cpu_ms_p50: the
+    process CPU time per frame, which on a shared, busy machine estimates the wall time the
+    same work takes on an idle one (with one torch thread; more threads add their spin time).
     """
     import numpy as np
     import torch
@@ -68,18 +70,20 @@ def bench_simulator(sim: Any, frames: int, warmup: int = 10, seed: int = 0) -> d
         torch.cuda.reset_peak_memory_stats(device)
     rng = np.random.default_rng(seed)
     sim.reset(seed)
-    times = []
+    times, cpu_times = [], []
     for i in range(warmup + frames):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         sim.step(int(rng.integers(sim.spec.num_actions)))
         if i >= warmup:
             times.append((time.perf_counter() - t0) * 1000)
+            cpu_times.append((time.process_time() - c0) * 1000)
     ms = np.asarray(times)
     return {"p50_ms": round(float(np.percentile(ms, 50)), 3),
             "p99_ms": round(float(np.percentile(ms, 99)), 3),
             "mean_ms": round(float(ms.mean()), 3),
             "fps": round(1000.0 / float(ms.mean()), 1),
-            "peak_mem_mb": round(peak_memory_mb(device), 1)}
+            "peak_mem_mb": round(peak_memory_mb(device), 1),
+            "cpu_ms_p50": round(float(np.percentile(cpu_times, 50)), 3)}
 
 
 def device_label(device: Any) -> str:

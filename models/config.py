@@ -130,7 +130,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, OSError) as err:
+        raise ConfigError(f"{path} is not a readable yaml text file ({type(err).__name__})") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid yaml: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):

@@ -208,3 +208,18 @@ def test_json_report_path_is_checked_before_the_work(tmp_path: Path, data: Path,
     report = tmp_path / "new" / "info.json"
     assert train.main(["info", "--data", str(data), "--json", str(report)]) == 0
     assert '"steps"' in report.read_text()
+
+
+def test_fit_out_and_config_that_cannot_be_used(tmp_path: Path, data: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(ROOT / "assets/configs/breakout-diffusion.yaml")
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    common = ["--data", str(data), "--device", "cpu", "--set", "preset=tiny", "--no-progress"]
+    assert train.main(["fit", "--config", config, "--out", str(afile), *common]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {afile} is a file, not a run directory"
+    assert afile.read_text() == "keep me"
+    binary = tmp_path / "model.yaml"
+    binary.write_bytes(b"\x93NUMPY\xad\x00\xff")
+    assert train.main(["fit", "--config", str(binary), "--out", str(tmp_path / "run"), *common]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {binary} is not a readable yaml text file (UnicodeDecodeError)"

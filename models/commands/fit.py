@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 HELP = "train a world model from recordings"
@@ -154,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         check_resume(config, read_config(args.out), args.out)
     elif args.resume:
         print(f"note: nothing to resume in {args.out}; starting a new run")
+    check_out_dir(Path(args.out))
 
     dataset = open_dataset(args.data)
     spec = dataset.spec
@@ -195,6 +197,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"stopped early; continue with: python train.py fit ... --out {args.out} --resume")
         return 130
     return 0
+
+
+def check_out_dir(out: Path) -> None:
+    """--out must be a directory this process can write, checked before data and model load."""
+    from engine.errors import UserError
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a run directory")
+    probe = out / f".write-test.{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"cannot write the run into {out}: {err.strerror or err}") from None
 
 
 def warm_start(model: Any, run_dir: str, game: str) -> None:

@@ -239,7 +239,24 @@ def read_meta(path: Path) -> dict[str, Any] | None:
         meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not _meta_fields_ok(meta):
+        return None  # a hand-edited or foreign file reads as "no readable meta.json": skipped
+    return meta
+
+
+def _meta_fields_ok(meta: dict[str, Any]) -> bool:
+    """The fields the reader relies on are there with usable types."""
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    shape = meta.get("observation_shape")
+    names = meta.get("action_meanings")
+    return (all(isinstance(meta.get(k), str) for k in ("game", "env_id", "family"))
+            and whole(meta.get("format_version")) and whole(meta.get("frameskip"))
+            and whole(meta.get("audio_rate"))
+            and isinstance(meta.get("steps_per_second"), (int, float))
+            and isinstance(names, list) and all(isinstance(n, str) for n in names)
+            and isinstance(shape, list) and len(shape) == 3 and all(whole(v) and v > 0 for v in shape))
 
 
 def episode_kind(meta: dict[str, Any]) -> str:

@@ -223,3 +223,19 @@ def test_fit_out_and_config_that_cannot_be_used(tmp_path: Path, data: Path,
     binary.write_bytes(b"\x93NUMPY\xad\x00\xff")
     assert train.main(["fit", "--config", str(binary), "--out", str(tmp_path / "run"), *common]) == 2
     assert capsys.readouterr().err.strip() == f"error: {binary} is not a readable yaml text file (UnicodeDecodeError)"
+
+
+def test_hand_edited_meta_skips_that_episode_only(tmp_path: Path) -> None:
+    import json
+
+    from engine.dataset import DatasetWarning
+
+    files = [str(_episode_npz(tmp_path / f"ep{i}.npz", 5)) for i in range(2)]
+    assert train.main(["import", "--game", "breakout", "--out", str(tmp_path / "d"), *files]) == 0
+    meta_path = tmp_path / "d" / "episode-000001" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["format_version"] = "abc"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.warns(DatasetWarning, match="episode-000001: no readable meta.json, skipped"):
+        ds = open_dataset(tmp_path / "d")
+    assert [e.id for e in ds.episodes] == [0] and ds.num_steps == 5

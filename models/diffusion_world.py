@@ -31,7 +31,7 @@ from models.world import Batch, Prediction
 
 DEFAULT_SAMPLERS = {
     "fast": SamplerConfig(steps=1, method="euler"),
-    "balanced": SamplerConfig(steps=2, method="euler", sigma_min=1.0),
+    "balanced": SamplerConfig(steps=2, method="euler", sigma_min=2.0),
     "quality": SamplerConfig(steps=3, method="euler"),
 }
 """Used when a config names no samplers; the shipped yaml presets say why each was chosen."""

@@ -17,6 +17,7 @@ when headless), so none of them needs to be thread-safe.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -286,8 +287,11 @@ class FrameLoop:
             self.console.draw(self.display.window)
         if self.want_shot:
             self.want_shot = False
-            path = self.display.screenshot(self.config.screenshot_dir, self.sim.spec.name)
-            print(f"screenshot saved to {path}")
+            try:
+                path = self.display.screenshot(self.config.screenshot_dir, self.sim.spec.name)
+                print(f"screenshot saved to {path}")
+            except Exception as err:  # noqa: BLE001 - a screenshot that cannot be saved never ends play
+                print(f"warning: screenshot not saved ({type(err).__name__}: {err})", file=sys.stderr)
         self.frame_ms.append(self.display.present())
 
     def hud_lines(self) -> list[str]:

@@ -239,3 +239,36 @@ def test_hand_edited_meta_skips_that_episode_only(tmp_path: Path) -> None:
     with pytest.warns(DatasetWarning, match="episode-000001: no readable meta.json, skipped"):
         ds = open_dataset(tmp_path / "d")
     assert [e.id for e in ds.episodes] == [0] and ds.num_steps == 5
+
+
+def test_screenshot_that_cannot_be_saved_does_not_end_play(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import pygame
+
+    from engine.controls import InputState
+    from engine.display import Display, DisplayConfig
+    from engine.games import make_simulator
+    from engine.keymap import Keymap, pygame_key_names
+    from engine.loop import FrameLoop, LoopConfig
+
+    blocker = tmp_path / "shots"
+    blocker.write_text("a file where the screenshot directory should be")
+    sim = make_simulator("breakout", audio=False)
+    display = Display(DisplayConfig(scale=1), (210, 160))
+    loop = FrameLoop(sim, LoopConfig(max_steps=12, seed=0, paced=False, screenshot_dir=str(blocker)),
+                     display=display, controls=InputState(pygame_key_names()), keymap=Keymap.for_spec(sim.spec))
+
+    def script(i: int, _loop: FrameLoop) -> None:
+        if i == 2:
+            for kind in (pygame.KEYDOWN, pygame.KEYUP):
+                pygame.event.post(pygame.event.Event(kind, key=pygame.K_F12, mod=0, unicode="", scancode=0))
+
+    loop.on_frame = lambda i: script(i, loop)
+    try:
+        summary = loop.run()
+    finally:
+        display.close()
+        sim.close()
+    assert summary.steps == 12
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: screenshot not saved (")

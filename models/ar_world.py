@@ -192,7 +192,7 @@ class ARWorldModel(nn.Module):
         masked = rank < count
         gen = torch.where(masked, torch.full_like(target, trf.mask_id), target)
         steps = torch.arange(1, t + 1, device=dev)
-        logits, act_out = trf(clean, batch.actions, batch.events, batch.valid[:, :t], gen, steps)
+        logits, act_out = trf(clean, batch.actions, batch.events, batch.valid[:, :t], gen, clean, steps)
         pair = batch.valid[:, :t] & batch.valid[:, 1:]  # (B, T) real transitions
         sel = masked & pair[..., None]
         ce = F.cross_entropy(logits[sel].float(), target[sel]) if sel.any() else logits.sum() * 0
@@ -288,7 +288,7 @@ class ARWorldModel(nn.Module):
         act_out: list[torch.Tensor] = []
 
         def predict(gen: torch.Tensor, k: int) -> torch.Tensor:
-            logits, out = trf.step_cached(cache, step, clean if k == 0 else None, gen)
+            logits, out = trf.step_cached(cache, step, clean if k == 0 else None, gen, tokens)
             if out is not None:
                 act_out.append(out)
             assert logits is not None

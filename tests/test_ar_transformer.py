@@ -33,14 +33,14 @@ def _rollout(model: DynamicsTransformer, cached: bool, context: torch.Tensor, ac
         def predict(tokens: torch.Tensor, k: int, t: int = t, found: list = found) -> torch.Tensor:
             if cached:
                 clean = (history[t], actions[:, t], events[:, t]) if k == 0 else None
-                logits, out = model.step_cached(cache, torch.tensor(t), clean, tokens)
+                logits, out = model.step_cached(cache, torch.tensor(t), clean, tokens, history[t])
                 if out is not None:
                     found.append(out)
                 return logits
             clean_tokens = torch.stack(history, 1)
             valid = torch.ones(b, t + 1, dtype=torch.bool)
             logits, out = model(clean_tokens, actions[:, : t + 1], events[:, : t + 1], valid,
-                                tokens[:, None], torch.tensor([t + 1]))
+                                tokens[:, None], history[t][:, None], torch.tensor([t + 1]))
             if k == 0:
                 found.append(out[:, t])
             return logits[:, 0]
@@ -88,7 +88,7 @@ def test_maskgit_is_deterministic_for_a_seed_and_fills_every_token():
         gen = torch.Generator().manual_seed(seed)
 
         def predict(tokens: torch.Tensor, k: int) -> torch.Tensor:
-            return model.step_cached(ring, torch.tensor(0), clean if k == 0 else None, tokens)[0]
+            return model.step_cached(ring, torch.tensor(0), clean if k == 0 else None, tokens, clean[0])[0]
 
         with torch.no_grad():
             sampler = SamplerConfig(passes=4)

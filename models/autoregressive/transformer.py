@@ -3,7 +3,10 @@
 The sequence is made of two kinds of blocks (one per step t):
 
 - a *clean* block C_t = [the N tokens of frame t, one action token (action t + event vector t)];
-- a *generated* block G_{t+1} = the N tokens of frame t+1, some replaced by a MASK token.
+- a *generated* block G_{t+1} = the N tokens of frame t+1, some replaced by a MASK token, each
+  slot also told the token that stood there in frame t (a copy prior, in the spirit of
+  Delta-IRIS conditioning on the previous frame: most of an Atari screen does not change, and
+  "keep the token under me" is then learned in a few hundred steps instead of thousands).
 
 G_{t+1} attends to itself (all of it) and to the clean blocks of the last `window` steps, and is
 trained to recover its masked tokens (MaskGIT, Chang et al. 2022; Genie's dynamics model). Clean
@@ -132,6 +135,7 @@ class DynamicsTransformer(nn.Module):
         self.mask_id = codebook_size
         d = config.width
         self.tok_emb = nn.Embedding(codebook_size + 1, d)  # last row: MASK
+        self.prev_emb = nn.Embedding(codebook_size, d)  # generated blocks: the previous frame's token
         self.slot_emb = nn.Parameter(torch.randn(tokens_per_frame + 1, d) * 0.02)  # grid slots + action
         self.kind_emb = nn.Parameter(torch.randn(2, d) * 0.02)  # 0: clean block, 1: generated block
         self.act_emb = nn.Embedding(num_actions, d)
@@ -163,9 +167,9 @@ class DynamicsTransformer(nn.Module):
         act = (self.act_emb(actions) + self.event_proj(events.to(frame.dtype))).unsqueeze(2)
         return torch.cat((frame, act), 2) + self.slot_emb + self.kind_emb[0]
 
-    def embed_generated(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T, N) tokens, MASK where unknown -> (B, T, N, d)."""
-        return self.tok_emb(tokens) + self.slot_emb[: self.n] + self.kind_emb[1]
+    def embed_generated(self, tokens: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """(B, T, N) tokens, MASK where unknown, and (B, T, N) previous-frame tokens -> (B, T, N, d)."""
+        return self.tok_emb(tokens) + self.prev_emb(prev) + self.slot_emb[: self.n] + self.kind_emb[1]
 
     def _heads(self, h: torch.Tensor) -> torch.Tensor:
         return self.token_head(self.norm_out(h))
@@ -177,7 +181,7 @@ class DynamicsTransformer(nn.Module):
 
     # ---- full sequence (training, and the uncached reference) -------------------------------
     def forward(self, clean_tokens: torch.Tensor, actions: torch.Tensor, events: torch.Tensor,
-                clean_valid: torch.Tensor, gen_tokens: torch.Tensor,
+                clean_valid: torch.Tensor, gen_tokens: torch.Tensor, gen_prev: torch.Tensor,
                 gen_steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Run clean blocks 0..Tc-1 and generated blocks together under the banded mask.
 
@@ -185,6 +189,7 @@ class DynamicsTransformer(nn.Module):
             clean_tokens: (B, Tc, N); actions: (B, Tc); events: (B, Tc, E).
             clean_valid: (B, Tc) bool; invalid clean blocks (padding) are hidden from others.
             gen_tokens: (B, Tg, N) with MASK where unknown; generated block j is frame gen_steps[j].
+            gen_prev: (B, Tg, N) tokens of the frame before each generated one.
             gen_steps: (Tg,) long, each >= 1.
         Returns: token logits (B, Tg, N, V) and action-token outputs (B, Tc, d).
         """
@@ -193,7 +198,7 @@ class DynamicsTransformer(nn.Module):
         w = self.config.window
         dev = clean_tokens.device
         x = torch.cat((self.embed_clean(clean_tokens, actions, events).flatten(1, 2),
-                       self.embed_generated(gen_tokens).flatten(1, 2)), 1)
+                       self.embed_generated(gen_tokens, gen_prev).flatten(1, 2)), 1)
         # Per token: step, kind (0 clean / 1 generated), block id (distinct over both kinds).
         c_step = torch.arange(tc, device=dev).repeat_interleave(n + 1)
         g_step = gen_steps.to(dev).repeat_interleave(n)
@@ -224,8 +229,8 @@ class DynamicsTransformer(nn.Module):
         return KVCache(c.layers, batch, c.heads, c.window * (self.n + 1), c.width // c.heads, device, dtype)
 
     def step_cached(self, cache: KVCache, step: torch.Tensor, clean: tuple[torch.Tensor, torch.Tensor,
-                    torch.Tensor] | None, gen_tokens: torch.Tensor | None
-                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                    torch.Tensor] | None, gen_tokens: torch.Tensor | None,
+                    gen_prev: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """One cached forward: optionally append clean block C_step, optionally predict frame step+1.
 
         Args:
@@ -233,6 +238,7 @@ class DynamicsTransformer(nn.Module):
             step: () long tensor, the step index t of the clean block (a tensor keeps shapes static).
             clean: (tokens (B, N), action (B,), event (B, E)) of C_t, or None.
             gen_tokens: (B, N) tokens of frame t+1 with MASK where unknown, or None.
+            gen_prev: (B, N) tokens of frame t (needed with gen_tokens).
         Returns: token logits (B, N, V) or None, action-token output (B, d) or None.
         """
         n = self.n
@@ -247,7 +253,8 @@ class DynamicsTransformer(nn.Module):
             write = start + torch.arange(n + 1, device=step.device)
             cache.filled.index_fill_(0, write, True)  # no host scalar copy: capturable
         if gen_tokens is not None:
-            parts.append(self.embed_generated(gen_tokens[:, None])[:, 0])
+            assert gen_prev is not None, "a generated block needs the previous frame's tokens"
+            parts.append(self.embed_generated(gen_tokens[:, None], gen_prev[:, None])[:, 0])
             steps.append((step + 1).expand(n))
         x = torch.cat(parts, 1)
         cos, sin = self._rope_tables(torch.cat(steps), x.dtype)

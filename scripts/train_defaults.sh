@@ -4,11 +4,11 @@
 #   world events), train the diffusion models for both games and the autoregressive Breakout
 #   model side by side on the one GPU under a wall-clock budget, then benchmark and export.
 #
-# usage: bash scripts/train_defaults.sh OUT_DIR [TRAIN_MINUTES] [WORKERS]
-# The shipped models were made with TRAIN_MINUTES=6 on one H200 (see checkpoints/README.md).
+# usage: bash scripts/train_defaults.sh OUT_DIR [TRAIN_SECONDS] [WORKERS]
+# The shipped models were made with TRAIN_SECONDS=150 on one H200 (see checkpoints/README.md).
 set -uo pipefail
-OUT=${1:?usage: train_defaults.sh OUT_DIR [TRAIN_MINUTES] [WORKERS]}
-MINUTES=${2:-6}
+OUT=${1:?usage: train_defaults.sh OUT_DIR [TRAIN_SECONDS] [WORKERS]}
+SECS=${2:-360}   # seconds of training per model
 WORKERS=${3:-14}
 SCALE=${SCALE:-full}          # "tiny": a dry run on a CPU in a few minutes
 DATA=${DATA_DIR:-data}
@@ -19,43 +19,49 @@ log() { echo "[$(date +%T)] $*"; }
 if [ "$SCALE" = tiny ]; then
   BK_EPISODES=3; BK_RANDOM=2; CAR_EPISODES=2; CAR_STEPS=200; PRESET=tiny; DEVICE=cpu
 else
-  BK_EPISODES=150; BK_RANDOM=60; CAR_EPISODES=60; CAR_STEPS=600; PRESET=small; DEVICE=cuda
+  BK_EPISODES=${BK_EPISODES:-150}; BK_RANDOM=${BK_RANDOM:-60}; CAR_EPISODES=${CAR_EPISODES:-60}
+  CAR_STEPS=600; PRESET=small; DEVICE=cuda
 fi
 
 log "collect"
 python train.py collect --game breakout --policy scripted --episodes $BK_EPISODES --workers "$WORKERS" \
-  --seed 0 --max-steps 2000 --no-audio --events random --out "$DATA/breakout" --no-progress 2>&1 | tail -2
+  --seed 0 --max-steps 2000 --no-audio --events random --out "$DATA/breakout" 2>&1 | tail -1
 python train.py collect --game breakout --policy random --episodes $BK_RANDOM --workers "$WORKERS" \
-  --seed 100000 --max-steps 1000 --no-audio --events random --out "$DATA/breakout" --no-progress 2>&1 | tail -2
+  --seed 100000 --max-steps 1000 --no-audio --events random --out "$DATA/breakout" 2>&1 | tail -1
 python train.py collect --game carracing --policy scripted --episodes $CAR_EPISODES --workers "$WORKERS" \
-  --seed 0 --max-steps $CAR_STEPS --events random --out "$DATA/carracing" --no-progress 2>&1 | tail -2
-python train.py info --data "$DATA/breakout" | head -6
-python train.py info --data "$DATA/carracing" | head -6
+  --seed 0 --max-steps $CAR_STEPS --events random --out "$DATA/carracing" 2>&1 | tail -1
+python train.py info --data "$DATA/breakout" | sed -n 1,6p
+python train.py info --data "$DATA/carracing" | sed -n 1,6p
 
 fit() {  # name config data
-  python train.py fit --config "$2" --data "$3" --out "$RUNS/$1" --device $DEVICE --no-progress \
-    --set preset=$PRESET --time-limit "$MINUTES" > "$OUT/fit-$1.log" 2>&1
+  # SIGINT at the budget: fit stops after the current step and saves the run (constant LR after
+  # warm-up, so a cut run is a finished run).
+  timeout -s INT "$SECS" python train.py fit --config "$2" --data "$3" --out "$RUNS/$1" \
+    --device $DEVICE --no-progress --set preset=$PRESET $4 > "$OUT/fit-$1.log" 2>&1
   log "fit $1 exited $?"; tail -3 "$OUT/fit-$1.log"
 }
-log "train for $MINUTES min"
-fit breakout-diffusion assets/configs/breakout-diffusion.yaml "$DATA/breakout" &
-fit carracing-diffusion assets/configs/carracing-diffusion.yaml "$DATA/carracing" &
-fit breakout-autoregressive assets/configs/breakout-autoregressive.yaml "$DATA/breakout" &
+log "train for $SECS s"
+fit breakout-diffusion assets/configs/breakout-diffusion.yaml "$DATA/breakout" "" &
+fit carracing-diffusion assets/configs/carracing-diffusion.yaml "$DATA/carracing" "" &
+fit breakout-autoregressive assets/configs/breakout-autoregressive.yaml "$DATA/breakout" "${AR_SET:-}" &
 wait
 
-log "bench"
-for run in breakout-diffusion carracing-diffusion breakout-autoregressive; do
-  python train.py bench --checkpoint "$RUNS/$run" --device $DEVICE --frames 300 --json "$OUT/bench-$run.json" 2>&1 | tail -6
-done
-# The GPU speed target is for the base preset: time an untrained base model (speed does not
-# depend on the weights) through the same NeuralSimulator path, every sampler preset.
-python benchmarks/diffusion_speed.py --preset base --device $DEVICE --frames 500 --repeat 2 \
-  --json "$OUT/bench-base.json" 2>&1 | tail -8
-
-# At most a few files come back from a remote machine: weights apart, the rest in one archive.
+# Export first (weights + config per run), so a machine lost during the benchmarks loses nothing.
 for run in breakout-diffusion carracing-diffusion breakout-autoregressive; do
   cp "$RUNS/$run/model.safetensors" "$OUT/$run.safetensors" 2>/dev/null
   cp "$RUNS/$run/config.yaml" "$OUT/config-$run.yaml" 2>/dev/null
 done
-tar -czf "$OUT/reports.tgz" -C "$OUT" --remove-files $(cd "$OUT" && ls | grep -v -e '\.safetensors$') 2>/dev/null
+# At most a few files come back from a remote machine: weights apart, the rest in archives.
+tar -czf "$OUT/runs.tgz" -C "$OUT" --remove-files $(cd "$OUT" && ls | grep -e '\.yaml$' -e '\.log$')
+
+log "bench"
+# The GPU speed target is for the base preset: time an untrained base model (speed does not
+# depend on the weights) through the same NeuralSimulator path, every sampler preset.
+python benchmarks/diffusion_speed.py --preset base --device $DEVICE --frames 500 --repeat 2 \
+  --json "$OUT/bench-base.json" 2>&1 | tail -8
+for run in breakout-diffusion carracing-diffusion breakout-autoregressive; do
+  python train.py bench --checkpoint "$RUNS/$run" --device $DEVICE --frames 300 --json "$OUT/bench-$run.json" 2>&1 | tail -6
+done
+
+tar -czf "$OUT/bench.tgz" -C "$OUT" --remove-files $(cd "$OUT" && ls | grep -e '\.json$')
 ls -la "$OUT"

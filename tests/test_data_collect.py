@@ -94,7 +94,7 @@ def test_ctrl_c_closes_episodes_cleanly(tmp_path: Path, workers: str) -> None:
     root = Path(train.__file__).resolve().parent
     out = tmp_path / "d"
     proc = subprocess.Popen(
-        [sys.executable, str(root / "train.py"), "collect", "--game", "breakout", "--policy", "random",
+        [sys.executable, str(root / "train.py"), "collect", "--game", "breakout", "--policy", "scripted",
          "--episodes", "8", "--max-steps", "5000", "--workers", workers, "--no-audio", "--out", str(out)],
         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONPATH": str(root)})

@@ -13,4 +13,4 @@ python -m pip install -q -e ".[dev]"
 export SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=2
 ruff check engine models play.py train.py tests
 mypy engine models
-python -m pytest -q tests
+python -m pytest tests

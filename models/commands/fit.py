@@ -125,8 +125,11 @@ def check_resume(config: dict[str, Any], saved: dict[str, Any], run_dir: str) ->
         raise UserError(f"{run_dir} trains {game}, but --config is for {config['game']}")
     if config.get("family") != saved.get("family"):
         raise UserError(f"{run_dir} is a {saved.get('family')} run, but --config describes {config.get('family')}")
-    if config.get("model") != saved.get("model"):
-        new, old = config.get("model") or {}, saved.get("model") or {}
+    # Sampler presets are play-time settings, not weights: a resumed run takes the new ones.
+    play_only = ("sampler", "samplers")
+    new = {k: v for k, v in (config.get("model") or {}).items() if k not in play_only}
+    old = {k: v for k, v in (saved.get("model") or {}).items() if k not in play_only}
+    if new != old:
         keys = sorted(k for k in set(new) | set(old) if new.get(k) != old.get(k))
         raise UserError(f"--resume with another model than {run_dir} was trained with "
                         f"(model.{keys[0] if keys else '?'} differs); use the same --config and --set")

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.errors import UserError, one_line_warnings, output_file, stdout_closed
+from engine.errors import UserError, one_line_warnings, output_file, run_command
 
 ROOT = Path(__file__).resolve().parent
 CHECKPOINTS = ROOT / "checkpoints"
@@ -215,25 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     one_line_warnings()
     args = build_parser().parse_args(argv)
-    try:
-        if args.list_games:
-            from engine.games import list_games
+    if args.list_games:
+        return run_command(_list_games)
+    return run_command(lambda: play(args))
 
-            print(" ".join(list_games()))
-            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
-            return 0
-        code = play(args)
-        sys.stdout.flush()
-        return code
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return stdout_closed()
 
+def _list_games() -> int:
+    from engine.games import list_games
+
+    print(" ".join(list_games()))
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,7 +12,7 @@ import os
 import sys
 
 from engine.commands import collect, data_io
-from engine.errors import UserError, one_line_warnings, stdout_closed
+from engine.errors import one_line_warnings, run_command
 from models.commands import bench, fit
 from models.commands import eval as evaluate
 
@@ -41,19 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # eval's PNGs import pygame
     one_line_warnings()
     args = build_parser().parse_args(argv)
-    try:
-        code = int(args.func(args) or 0)
-        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
-        return code
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return stdout_closed()
-
+    return run_command(lambda: args.func(args))
 
 if __name__ == "__main__":
     sys.exit(main())

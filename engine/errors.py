@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -64,3 +66,20 @@ def output_file(path: str) -> Path:
     except OSError as err:
         raise UserError(f"cannot write {target}: {err.strerror or err}") from None
     return target
+
+
+def run_command(command: Callable[[], int]) -> int:
+    """Run a CLI body: a UserError is one `error:` line (exit 2), Ctrl+C exits 130, a closed
+    stdout pipe exits quietly. Shared by play.py and train.py."""
+    try:
+        code = int(command() or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return stdout_closed()

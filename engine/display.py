@@ -17,6 +17,7 @@ thread touches pygame here; the frame loop steps simulators on a worker thread.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,8 +74,19 @@ class Display:
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
         self.config = config
         self.frame_h, self.frame_w = frame_shape
+        if (sys.platform.startswith("linux") and not os.environ.get("SDL_VIDEODRIVER")
+                and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
+            raise DisplayUnavailable("cannot open a window: no display (neither DISPLAY nor "
+                                     "WAYLAND_DISPLAY is set); run with --headless to play without one")
         try:
             pygame.display.init()
+            # With no X/Wayland display SDL quietly falls back to an invisible offscreen driver;
+            # a window nobody can see is no window. An explicit SDL_VIDEODRIVER (tests: dummy)
+            # is the user's choice and is kept.
+            driver = pygame.display.get_driver()
+            if driver in ("offscreen", "dummy") and not os.environ.get("SDL_VIDEODRIVER"):
+                pygame.display.quit()
+                raise pygame.error(f"no display found (SDL fell back to its {driver} driver)")
             pygame.font.init()
             self.scale = config.scale or self._auto_scale(self.frame_w, self.frame_h)
             self.window = pygame.display.set_mode(self._natural_size(split=False), pygame.RESIZABLE)

@@ -24,7 +24,7 @@ from engine.errors import UserError
 from engine.simulator import GameSpec
 from models.config import ConfigError, from_dict
 from models.diffusion.cuda_graph import GraphedFunction
-from models.diffusion.edm import Denoiser, EDMConfig, EDMLoss
+from models.diffusion.edm import Denoiser, EDMConfig, EDMLoss, motion_weights
 from models.diffusion.sampler import SamplerConfig, initial_noise, karras_sigmas, sample
 from models.diffusion.unet import UNet, UNetConfig
 from models.world import Batch, Prediction
@@ -43,6 +43,9 @@ class HeadConfig:
     """Width of the first conv of the reward/termination CNN (doubles once)."""
     reward_weight: float = 0.5
     termination_weight: float = 0.5
+    reward_values: tuple[float, ...] = (-1.0, 0.0, 1.0)
+    """Reward the game pays for each predicted class (negative, none, positive): the head
+    predicts the sign, the HUD adds this value. CarRacing pays -0.2 a step and ~+3.3 a tile."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ class DiffusionConfig:
             raise ConfigError(f"model.sampler '{cfg.sampler}' is not one of: {', '.join(samplers)}")
         if cfg.resolution % (cfg.unet.patch_size * 2 ** (len(cfg.unet.channels) - 1)):
             raise ConfigError("model.resolution must be divisible by patch_size * 2^(levels-1)")
+        if len(cfg.heads.reward_values) != 3:
+            raise ConfigError("model.heads.reward_values must list 3 numbers: negative, none, positive")
         if not 0 <= cfg.play_context_noise < cfg.context_noise_buckets:
             raise ConfigError("model.play_context_noise must be a bucket index")
         return cfg
@@ -163,7 +168,12 @@ class DiffusionWorldModel(nn.Module):
         noisy_context = context + level[:, None, None, None, None] * torch.randn_like(context)
 
         prep = self.unet.prepare(noisy_context, actions, bucket, events)
-        denoise = self.edm_loss(self.denoiser, target, prep)  # (B,)
+        weight = None
+        if self.cfg.edm.motion_weight > 0:
+            # Moving pixels over the last two context frames and the target (B, 1, H, W).
+            weight = motion_weights(frames[:, -3:], self.cfg.edm.motion_weight,
+                                    self.cfg.edm.motion_threshold)
+        denoise = self.edm_loss(self.denoiser, target, prep, weight)  # (B,)
 
         logits = self.head(context[:, -1], target, actions[:, -1]).float()
         reward_class = (batch.rewards[:, -1].sign() + 1).long()
@@ -247,7 +257,8 @@ class DiffusionWorldModel(nn.Module):
         else:
             frame, logits = self._step(context, actions, events, noise)
         logits = logits.float()
-        reward = logits[:, :3].argmax(1).float() - 1
+        values = torch.tensor(self.cfg.heads.reward_values, device=logits.device)
+        reward = values[logits[:, :3].argmax(1)]  # (B,) the paid value of the likeliest class
         new_state = DiffusionState(frames=torch.cat([state.frames[:, 1:], frame[:, None].float()], dim=1),
                                    actions=actions[:, 1:])
         return new_state, Prediction(frame=frame.float(), reward=reward,

@@ -172,9 +172,27 @@ def test_rollout_shapes_unbounded(breakout: tuple[torch.Tensor, ...]) -> None:
     assert pred.frame.shape == (2, 3, 64, 64)
     assert pred.reward.shape == (2,) and pred.termination.shape == (2,)
     assert float(pred.frame.abs().max()) <= 1.0
-    assert set(pred.reward.tolist()) <= {-1.0, 0.0, 1.0}
+    assert set(pred.reward.tolist()) <= set(model.cfg.heads.reward_values)
     assert state.frames.shape == (2, 4, 3, 64, 64) and state.actions.shape == (2, 3)
     assert torch.equal(state.frames[:, -1], pred.frame)
+
+
+def test_reward_values_are_what_the_game_pays(breakout: tuple[torch.Tensor, ...]) -> None:
+    """The head predicts a reward sign; play reports the configured value of that class
+    (CarRacing: -0.2 a step, not -1, so the neural HUD score tracks the real one)."""
+    frames, actions, _ = breakout
+    config = resolve_config("assets/configs/carracing-diffusion.yaml", ["preset=tiny"])
+    model = DiffusionWorldModel(DiffusionConfig.parse(config["model"]), 9).eval()
+    assert model.cfg.heads.reward_values == (-0.2, 0.0, 3.27)
+    state = model.start(frames[None, :4], actions[None, :3])
+    for cls, paid in enumerate(model.cfg.heads.reward_values):
+        with torch.no_grad():
+            model.head.mlp[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.0, -9.0]))
+            model.head.mlp[-1].bias[cls] = 50.0
+            _, pred = model.advance(state, torch.tensor([0]), torch.zeros(1, EVENT_DIM))
+        assert float(pred.reward[0]) == pytest.approx(paid)
+    with pytest.raises(ConfigError, match="reward_values"):
+        DiffusionConfig.parse({**config["model"], "heads": {"reward_values": [1.0, 2.0]}})
 
 
 def test_config_errors() -> None:
@@ -205,3 +223,41 @@ def test_samplers_on_exact_gaussian_denoiser() -> None:
     assert std(SamplerConfig(steps=1)) < 0.06
     assert abs(std(SamplerConfig(steps=12, method="heun")) - sd) < 0.03
     assert abs(std(SamplerConfig(steps=40, method="euler")) - sd) < 0.05
+
+
+def test_motion_weights_single_out_moving_pixels(breakout: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+    """Real Breakout frames: the weights average 1, are higher where the ball or paddle moved
+    (and one pixel around it), and are flat for frames where nothing moved."""
+    from models.diffusion.edm import motion_weights
+
+    frames = breakout[0]
+    window = frames[None, 20:23]  # (1, 3, 3, 64, 64)
+    w = motion_weights(window, 20.0, 0.1)
+    assert w.shape == (1, 1, 64, 64)
+    assert torch.allclose(w.mean(), torch.tensor(1.0))
+    moved = ((window[:, 1:] - window[:, :-1]).abs().amax(2) > 0.1).any(1)[0]  # (64, 64)
+    assert moved.any() and moved.float().mean() < 0.05
+    assert w[0, 0][moved].min() > 5 * w[0, 0][~moved].min()
+    still = motion_weights(window[:, :1].expand(1, 3, 3, 64, 64), 20.0, 0.1)
+    assert torch.allclose(still, torch.ones_like(still))
+
+
+def test_motion_weighted_loss_differs_and_backpropagates(breakout: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+    frames, actions, rewards = breakout
+    config = resolve_config(CONFIG, ["preset=tiny", "model.edm.motion_weight=20"])
+    weighted = DiffusionWorldModel(DiffusionConfig.parse(config["model"]), 4)
+    plain = tiny_model()
+    weighted.load_state_dict(plain.state_dict())
+    b, t = 4, plain.train_window
+    batch = Batch(frames=torch.stack([frames[i: i + t + 1] for i in range(10, 10 + b)]),
+                  actions=torch.stack([actions[i: i + t] for i in range(10, 10 + b)]),
+                  rewards=torch.zeros(b, t), terminations=torch.zeros(b, t),
+                  events=torch.zeros(b, t, EVENT_DIM), valid=torch.ones(b, t + 1, dtype=torch.bool))
+    torch.manual_seed(1)
+    loss_w, logs_w = weighted.loss(batch)
+    torch.manual_seed(1)
+    _, logs_p = plain.loss(batch)
+    assert logs_w["loss/denoise"] != pytest.approx(logs_p["loss/denoise"], rel=1e-3)
+    loss_w.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all()
+               for p in weighted.parameters() if p.requires_grad and p.grad is not None)

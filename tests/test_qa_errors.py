@@ -272,3 +272,16 @@ def test_screenshot_that_cannot_be_saved_does_not_end_play(tmp_path: Path,
     assert summary.steps == 12
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("warning: screenshot not saved (")
+
+
+def test_no_display_is_one_error_line() -> None:
+    """`python play.py` on a machine with no X/Wayland display and no chosen SDL driver must not
+    play on in an invisible offscreen window: one error line pointing at --headless, exit 2."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SDL_VIDEODRIVER", "DISPLAY", "WAYLAND_DISPLAY")}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run([sys.executable, "play.py", "--real", "--max-steps", "5"], cwd=ROOT,
+                          env=env, text=True, capture_output=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--headless" in errors[0], proc.stderr

@@ -268,13 +268,18 @@ class WindowSampler:
         event_bank: event name -> (P, EVENT_DIM) unit training-paraphrase embeddings.
         event_dropout: probability that an example's event vectors are zeroed.
         seed, rank: the random stream; batch i depends only on (seed, rank, i).
+        event_change_fraction: share of each batch drawn from the windows in which the set of
+            active events changes (an onset or an end). Those are the only examples where the
+            event vector says something the context frames do not already show, and random
+            schedules make them ~1-3% of all windows.
     """
 
     def __init__(self, recs: Recordings, episodes: list[int], window: int, batch_size: int,
                  event_bank: dict[str, np.ndarray], event_dropout: float = 0.0,
-                 seed: int = 0, rank: int = 0) -> None:
+                 seed: int = 0, rank: int = 0, event_change_fraction: float = 0.0) -> None:
         self.recs, self.window, self.batch_size = recs, window, batch_size
         self.event_dropout, self.seed, self.rank = event_dropout, seed, rank
+        self.event_change_fraction = event_change_fraction
         self.episodes = [i for i in episodes if recs.episodes[i].num_steps >= window]
         if not self.episodes:
             longest = max((recs.episodes[i].num_steps for i in episodes), default=0)
@@ -285,6 +290,7 @@ class WindowSampler:
                 f"{longest} steps; record longer episodes or shorten the model's context")
         counts = np.array([recs.episodes[i].num_steps - window + 1 for i in self.episodes])
         self.cum = np.cumsum(counts)
+        self.change_windows = self._change_windows() if event_change_fraction > 0 else np.zeros(0, np.int64)
         # Paraphrase banks stacked (E, Pmax, D) with per-event counts, for vectorised draws.
         names = recs.event_names
         self.num_paraphrases = np.array([len(event_bank[n]) for n in names], np.int64)
@@ -297,11 +303,28 @@ class WindowSampler:
     def num_windows(self) -> int:
         return int(self.cum[-1])
 
+    def _change_windows(self) -> np.ndarray:
+        """Flat indices of the windows whose T steps do not all have the same active events."""
+        found, offset = [], 0
+        for i, count in zip(self.episodes, np.diff(self.cum, prepend=0)):
+            events = self.recs.episodes[i].events  # (N, E)
+            if events.size:
+                changed = np.flatnonzero((events[1:] != events[:-1]).any(1)) + 1  # step c differs from c-1
+                # Window s covers steps s .. s+T-1: it straddles the change at c when s < c <= s+T-1.
+                starts = np.unique(np.concatenate([np.arange(max(c - self.window + 1, 0), c)
+                                                   for c in changed] or [np.zeros(0, np.int64)]))
+                found.append(offset + starts[starts < count])
+            offset += int(count)
+        return np.concatenate(found) if found else np.zeros(0, np.int64)
+
     def batch(self, index: int) -> RawBatch:
         """Batch number `index` of this sampler's stream (deterministic)."""
         rng = np.random.default_rng([self.seed, self.rank, index])
         B, T = self.batch_size, self.window
         flat = rng.integers(0, self.num_windows, size=B)
+        if self.event_change_fraction > 0 and len(self.change_windows):
+            pick = rng.random(B) < self.event_change_fraction
+            flat[pick] = self.change_windows[rng.integers(0, len(self.change_windows), size=int(pick.sum()))]
         which = np.searchsorted(self.cum, flat, side="right")
         starts = flat - np.concatenate([[0], self.cum[:-1]])[which]
         E = len(self.recs.event_names)

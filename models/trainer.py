@@ -65,6 +65,8 @@ class TrainConfig:
     seed: int = 0
     event_dropout: float = 0.1
     """Probability an example's event vectors are zeroed (null-event dropout)."""
+    event_change_fraction: float = 0.0
+    """Share of each batch drawn from windows where an event starts or ends (data.WindowSampler)."""
     stages: tuple[str, ...] = ()
     """Named stages run in order via model.set_stage(name), each with a fresh optimizer."""
     stage_steps: tuple[int, ...] = ()
@@ -83,6 +85,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1")
         if not 0 <= cfg.event_dropout <= 1 or not 0 <= cfg.holdout_fraction < 1:
             raise ConfigError("train.event_dropout must be in [0, 1] and train.holdout_fraction in [0, 1)")
+        if not 0 <= cfg.event_change_fraction <= 1:
+            raise ConfigError("train.event_change_fraction must be in [0, 1]")
         return cfg
 
     @property
@@ -242,7 +246,8 @@ class Trainer:
         wm: Any = model
         window = int(wm.train_window)
         self.sampler = WindowSampler(recs, train, window, self.cfg.batch_size, event_bank,
-                                     self.cfg.event_dropout, self.cfg.seed, self.dist.rank)
+                                     self.cfg.event_dropout, self.cfg.seed, self.dist.rank,
+                                     self.cfg.event_change_fraction)
         self.held_batches: list[RawBatch] = []
         if held and any(recs.episodes[i].num_steps >= window for i in held):
             held_sampler = WindowSampler(recs, held, window, min(self.cfg.batch_size, 16), event_bank,

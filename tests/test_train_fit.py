@@ -227,3 +227,24 @@ def test_config_of_another_game_is_refused(data: Path, tmp_path: Path, capsys: p
     code = train.main(["fit", "--config", pong, "--data", str(data), "--out", str(tmp_path / "r"), *TINY])
     err = capsys.readouterr().err
     assert code == 2 and "is for pong, but" in err and "breakout" in err
+
+
+def test_event_change_windows_are_oversampled(data: Path) -> None:
+    """Windows where an event starts or ends carry the only signal the event vector adds over
+    the context frames; event_change_fraction draws that share of each batch from them."""
+    from models.text import load_event_bank
+
+    bank = load_event_bank("train")
+    recs = Recordings(open_dataset(data), 64, sorted(bank), progress=False)
+    eps = list(range(len(recs.episodes)))
+
+    def straddles(batch_events: np.ndarray) -> np.ndarray:  # (B, T, D) -> (B,)
+        return (np.abs(batch_events - batch_events[:, :1]).sum(-1) > 0).any(1)
+
+    plain = WindowSampler(recs, eps, 4, 64, bank, event_dropout=0.0, seed=3)
+    boosted = WindowSampler(recs, eps, 4, 64, bank, event_dropout=0.0, seed=3, event_change_fraction=0.5)
+    assert len(boosted.change_windows) > 0 and len(plain.change_windows) == 0
+    share = [float(np.mean([straddles(s.batch(k).events.numpy()).mean() for k in range(8)]))
+             for s in (plain, boosted)]
+    assert share[1] >= 0.4 and share[1] > share[0] + 0.2, share
+    assert torch.equal(boosted.batch(5).frames, boosted.batch(5).frames)  # still a pure function of the index

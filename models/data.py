@@ -311,8 +311,8 @@ class WindowSampler:
             if events.size:
                 changed = np.flatnonzero((events[1:] != events[:-1]).any(1)) + 1  # step c differs from c-1
                 # Window s covers steps s .. s+T-1: it straddles the change at c when s < c <= s+T-1.
-                starts = np.unique(np.concatenate([np.arange(max(c - self.window + 1, 0), c)
-                                                   for c in changed] or [np.zeros(0, np.int64)]))
+                spans = [np.arange(max(int(c) - self.window + 1, 0), int(c)) for c in changed]
+                starts = np.unique(np.concatenate(spans or [np.zeros(0, np.int64)]))
                 found.append(offset + starts[starts < count])
             offset += int(count)
         return np.concatenate(found) if found else np.zeros(0, np.int64)

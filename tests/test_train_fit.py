@@ -248,3 +248,22 @@ def test_event_change_windows_are_oversampled(data: Path) -> None:
              for s in (plain, boosted)]
     assert share[1] >= 0.4 and share[1] > share[0] + 0.2, share
     assert torch.equal(boosted.batch(5).frames, boosted.batch(5).frames)  # still a pure function of the index
+
+
+def test_eval_finds_the_heldout_split_of_moved_data(trained: Path, data: Path, tmp_path: Path) -> None:
+    """A checkpoint shipped with a relative or foreign data path, evaluated on a copy of its data
+    elsewhere, still scores only the held-out episodes; other data is scored whole."""
+    import shutil
+
+    moved = tmp_path / "elsewhere" / data.name
+    shutil.copytree(data, moved)
+    other = tmp_path / "other" / data.name
+    shutil.copytree(data, other)
+    shutil.rmtree(sorted(p for p in other.iterdir() if p.name.startswith("episode-"))[-1])
+    held = load_run(trained).config["data"]["heldout_episodes"]
+    for where, expect in ((moved, held), (other, [0, 1, 2])):
+        out = tmp_path / f"{where.parent.name}.json"
+        assert train.main(["eval", "--checkpoint", str(trained), "--data", str(where), "--json", str(out),
+                           "--max-rollouts", "2", "--drift-steps", "0", "--device", "cpu",
+                           "--no-progress"]) == 0
+        assert json.loads(out.read_text())["episodes"] == expect

@@ -31,6 +31,24 @@ scoring steps (reward > 0), termination_f1, ...),
 a plot of the metrics by horizon and a strip of real (top) over generated (bottom) frames."""
 
 
+def _same_data(data: Path, recs: Any, data_cfg: dict[str, Any]) -> bool:
+    """Is `data` the recording the run trained on (so its held-out split applies)?
+
+    The stored path may be relative (shipped checkpoints say data/breakout) or point into
+    another machine; a directory of the same name whose first episodes add up to the stored
+    step count is the same data, possibly with episodes appended since.
+    """
+    stored = data_cfg.get("path")
+    if not stored:
+        return False
+    if Path(stored).resolve() == data.resolve():
+        return True
+    n, steps = data_cfg.get("episodes"), data_cfg.get("steps")
+    if Path(stored).name != data.resolve().name or not isinstance(n, int) or n > len(recs.episodes):
+        return False
+    return sum(recs.episodes[i].num_steps for i in range(n)) == steps
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `eval` subcommand to train.py's parser."""
     p = sub.add_parser("eval", help=HELP, description=__doc__, epilog=EPILOG,
@@ -258,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
     bank = np.stack([loaded.event_bank[n] for n in names]) if names else np.zeros((1, 384), np.float32)
 
     data_cfg = loaded.config.get("data") or {}
-    same = str(Path(args.data).resolve()) == data_cfg.get("path")
+    same = _same_data(Path(args.data), recs, data_cfg)
     held = [i for i in data_cfg.get("heldout_episodes", []) if i < len(recs.episodes)] if same else []
     if held:
         train = [i for i in range(len(recs.episodes)) if i not in set(held)]

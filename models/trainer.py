@@ -9,10 +9,7 @@ DDP under torchrun. Batches come from `models.data.WindowSampler`, whose batch i
 
 from __future__ import annotations
 
-import copy
 import math
-import os
-import signal
 import time
 import warnings
 from dataclasses import dataclass
@@ -29,6 +26,7 @@ from models.checkpoint import TrainState, load_weights, save_run
 from models.config import ConfigError, from_dict
 from models.data import RawBatch, Recordings, WindowSampler, heldout_batches
 from models.metrics import psnr, rollout, strip
+from models.train_runtime import EMA, LossModule, StopFlag, init_distributed, rng_state
 
 
 @dataclass(frozen=True)
@@ -99,112 +97,6 @@ class TrainConfig:
     @property
     def total_steps(self) -> int:
         return sum(n for _, n in self.plan)
-
-
-@dataclass
-class Dist:
-    """This process's place in a torchrun job (world 1 when not launched by torchrun)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> Dist:
-    """Join the process group torchrun describes in RANK / WORLD_SIZE / LOCAL_RANK, if any."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as tdist
-
-    if not tdist.is_initialized():
-        tdist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank=tdist.get_rank(), world=tdist.get_world_size(),
-                local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-
-
-class _LossModule(nn.Module):
-    """Lets DDP hook the model: its forward is the family's loss."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.model.loss(batch)  # type: ignore[operator]
-
-
-class EMA:
-    """Exponential moving average of a model's floating-point state (Polyak averaging)."""
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self._pairs: tuple[list[torch.Tensor], ...] | None = None
-
-    def _match(self, model: nn.Module) -> tuple[list[torch.Tensor], ...]:
-        """(ema floats, model floats, ema others, model others), each shared tensor once."""
-        src = model.state_dict()
-        out: tuple[list[torch.Tensor], ...] = ([], [], [], [])
-        seen: set[int] = set()
-        for name, value in self.model.state_dict().items():
-            if value.data_ptr() in seen:  # a module registered under two names: update it once
-                continue
-            seen.add(value.data_ptr())
-            k = 0 if value.is_floating_point() else 2
-            out[k].append(value)
-            out[k + 1].append(src[name].detach())
-        return out
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        if self._pairs is None:
-            self._pairs = self._match(model)
-        ema_f, src_f, ema_o, src_o = self._pairs
-        d = min(self.decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(ema_f, src_f, 1 - d)  # ema += (1 - d) * (param - ema), one kernel per group
-        for dst, src in zip(ema_o, src_o):
-            dst.copy_(src)
-
-
-class _StopFlag:
-    """First Ctrl+C / SIGTERM: finish the step, save, stop. Second Ctrl+C: stop at once."""
-
-    def __init__(self) -> None:
-        self.stop = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopFlag:
-        if threading_main():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.stop and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.stop = True
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -301,7 +193,7 @@ class Trainer:
                 step=self.step, stage=self.stage, stage_step=self.stage_step,
                 model={k: v.detach() for k, v in self.model.state_dict().items()},
                 ema={k: v.detach() for k, v in self.ema.model.state_dict().items()},
-                optimizer=optimizer.state_dict(), rng=_rng_state(self.device),
+                optimizer=optimizer.state_dict(), rng=rng_state(self.device),
                 extra={"train_seconds": self.train_seconds})
         config = dict(self.config)
         config["events"] = {"names": sorted(self.event_means), "trained": self.events_trained}
@@ -331,7 +223,7 @@ class Trainer:
         optimizer: torch.optim.Optimizer | None = None
         first_step = self.step
         try:
-            with _StopFlag() as flag:
+            with StopFlag() as flag:
                 for index, (name, steps) in enumerate(cfg.plan):
                     if index < self.stage:
                         continue
@@ -352,7 +244,7 @@ class Trainer:
                 self.writer.close()
         return last
 
-    def _run_stage(self, name: str | None, steps: int, bar: Any, flag: _StopFlag,
+    def _run_stage(self, name: str | None, steps: int, bar: Any, flag: StopFlag,
                    last: dict[str, float]) -> tuple[torch.optim.Optimizer, dict[str, float]]:
         cfg, device = self.cfg, self.device
         if name is not None:
@@ -374,7 +266,7 @@ class Trainer:
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            loss_fn = DDP(_LossModule(self.model), device_ids=[device.index] if device.type == "cuda" else None,
+            loss_fn = DDP(LossModule(self.model), device_ids=[device.index] if device.type == "cuda" else None,
                           find_unused_parameters=True)
         if cfg.compile:
             loss_fn = torch.compile(loss_fn)
@@ -425,7 +317,7 @@ class Trainer:
             tick = time.perf_counter()  # evaluation and saving are not training time
         return optimizer, last
 
-    def _should_stop(self, flag: _StopFlag) -> bool:
+    def _should_stop(self, flag: StopFlag) -> bool:
         """Under DDP every rank must stop at the same step, or the others hang in all-reduce."""
         if self.dist.world == 1:
             return flag.stop

@@ -157,7 +157,7 @@ def _print_summary(summary: Any, args: argparse.Namespace) -> None:
     if s.frame_ms_p50 is not None:
         print(f"display frame: p50 {s.frame_ms_p50:.1f} ms, p99 {s.frame_ms_p99:.1f} ms")
     if args.json:
-        from engine.recorder import write_atomic
+        from engine.files import write_atomic
 
         write_atomic(Path(args.json), json.dumps(s.as_dict(), indent=1).encode(), durable=False)
 

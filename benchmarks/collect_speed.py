@@ -56,13 +56,13 @@ def measure(game: str, policy_kind: str, steps: int, write: bool, seed: int, aud
             deflate: str = "auto") -> Speed:
     import zlib
 
-    import engine.recorder as recorder
+    import engine.files as files
     from engine.autopilot import make_policy
     from engine.games import make_simulator
     from engine.recorder import Recorder
 
     if deflate == "zlib":
-        recorder.DEFLATE = zlib
+        files.DEFLATE = zlib
 
     out = tempfile.mkdtemp(prefix="collect-speed-")
     done = episodes = 0
@@ -114,7 +114,7 @@ def main() -> int:
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args()
     audio = not args.no_audio
-    from engine.recorder import DEFLATE
+    from engine.files import DEFLATE
 
     backend = "zlib" if args.deflate == "zlib" else DEFLATE.__name__
     print(f"chunk compression: {backend} level 1")

@@ -221,22 +221,22 @@ def test_chunk_files_are_standard_npz(backend: str, monkeypatch: pytest.MonkeyPa
     import io
     import zipfile
 
-    import engine.recorder as recorder
+    import engine.files as files
 
-    monkeypatch.setattr(recorder, "DEFLATE", pytest.importorskip(backend))
+    monkeypatch.setattr(files, "DEFLATE", pytest.importorskip(backend))
     rng = np.random.default_rng(0)
     arrays = {"observations": rng.integers(0, 4, (15, 210, 160, 3), dtype=np.uint8),
               "actions": np.arange(15, dtype=np.int32), "terminations": np.zeros(15, bool),
               "events": np.array(["", '[["rain", "il pleut à verse"]]'] * 7 + [""]),
               "empty": np.zeros((0, 2048), np.uint8)}
-    data = recorder.npz_bytes(arrays)
+    data = files.npz_bytes(arrays)
     assert zipfile.ZipFile(io.BytesIO(data)).testzip() is None
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         for k, v in arrays.items():
             assert npz[k].dtype == v.dtype and npz[k].shape == v.shape
             np.testing.assert_array_equal(npz[k], v)
     with pytest.raises(ValueError, match="pickle"):
-        recorder.npz_bytes({"bad": np.array([None, 1], dtype=object)})
+        files.npz_bytes({"bad": np.array([None, 1], dtype=object)})
 
 
 def test_recorder_copies_reused_buffers(tmp_path: Path) -> None:
@@ -268,7 +268,7 @@ def test_damaged_start_frame_drops_one_step(tmp_path: Path) -> None:
 
 
 def test_write_failure_is_a_user_error_and_leaves_no_temp_file(tmp_path: Path) -> None:
-    from engine.recorder import write_atomic
+    from engine.files import write_atomic
 
     target = tmp_path / "gone" / "x.npz"  # parent directory missing: open() fails
     with pytest.raises(UserError, match="cannot write"):

@@ -300,7 +300,7 @@ def summarize(root: str | Path) -> dict[str, Any]:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from engine.recorder import write_atomic
+    from engine.files import write_atomic
 
     json_path = output_file(args.json) if args.json else None
     s = summarize(args.data)

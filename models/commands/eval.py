@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.dataset import open_dataset
     from engine.errors import UserError, output_file
-    from engine.recorder import write_atomic
+    from engine.files import write_atomic
     from models.checkpoint import load_run
     from models.commands.fit import pick_device
     from models.data import Recordings, split_episodes

@@ -246,8 +246,9 @@ def test_motion_weighted_loss_differs_and_backpropagates(breakout: tuple[torch.T
     frames, actions, rewards = breakout
     config = resolve_config(CONFIG, ["preset=tiny", "model.edm.motion_weight=20"])
     weighted = DiffusionWorldModel(DiffusionConfig.parse(config["model"]), 4)
-    plain = tiny_model()
-    weighted.load_state_dict(plain.state_dict())
+    plain_config = resolve_config(CONFIG, ["preset=tiny", "model.edm.motion_weight=0"])
+    plain = DiffusionWorldModel(DiffusionConfig.parse(plain_config["model"]), 4)
+    plain.load_state_dict(weighted.state_dict())
     b, t = 4, plain.train_window
     batch = Batch(frames=torch.stack([frames[i: i + t + 1] for i in range(10, 10 + b)]),
                   actions=torch.stack([actions[i: i + t] for i in range(10, 10 + b)]),

@@ -262,3 +262,24 @@ def test_motion_weighted_loss_differs_and_backpropagates(breakout: tuple[torch.T
     loss_w.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all()
                for p in weighted.parameters() if p.requires_grad and p.grad is not None)
+
+
+def test_reward_class_weights_scale_the_rare_class(breakout: tuple[torch.Tensor, ...]) -> None:
+    """A scoring step counts reward_class_weights[2] times in the reward loss (Breakout: 8)."""
+    frames, actions, _ = breakout
+    models = {}
+    for w in ("[1.0, 1.0, 1.0]", "[1.0, 1.0, 8.0]"):
+        config = resolve_config(CONFIG, ["preset=tiny", f"model.heads.reward_class_weights={w}"])
+        models[w] = DiffusionWorldModel(DiffusionConfig.parse(config["model"]), 4)
+    plain, weighted = models.values()
+    weighted.load_state_dict(plain.state_dict())
+    b, t = 2, plain.train_window
+    batch = Batch(frames=torch.stack([frames[i: i + t + 1] for i in range(b)]),
+                  actions=torch.stack([actions[i: i + t] for i in range(b)]),
+                  rewards=torch.ones(b, t), terminations=torch.zeros(b, t),
+                  events=torch.zeros(b, t, EVENT_DIM), valid=torch.ones(b, t + 1, dtype=torch.bool))
+    torch.manual_seed(0)
+    r_plain = plain.loss(batch)[1]["loss/reward"]
+    torch.manual_seed(0)
+    r_weighted = weighted.loss(batch)[1]["loss/reward"]
+    assert r_weighted == pytest.approx(8 * r_plain, rel=1e-4)

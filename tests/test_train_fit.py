@@ -267,3 +267,19 @@ def test_eval_finds_the_heldout_split_of_moved_data(trained: Path, data: Path, t
                            "--max-rollouts", "2", "--drift-steps", "0", "--device", "cpu",
                            "--no-progress"]) == 0
         assert json.loads(out.read_text())["episodes"] == expect
+
+
+def test_action_following_benchmark_runs(trained: Path, tmp_path: Path) -> None:
+    """benchmarks/action_following.py branches the real emulator and scores the model's rollouts."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "follow.json"
+    proc = subprocess.run([sys.executable, str(Path(CONFIG).parents[2] / "benchmarks" / "action_following.py"),
+                           "--checkpoint", str(trained), "--states", "3", "--hold", "2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["states"] == 3 and result["comparisons"] > 0
+    assert 0 <= result["accuracy"] <= 1 and 0 <= result["action_blind"]["accuracy"] <= 1
+    assert set(result["per_action_accuracy"]) == {"NOOP", "FIRE", "RIGHT", "LEFT"}

@@ -103,6 +103,7 @@ class ARWorldModel(nn.Module):
         self.config = config
         self.spec = spec
         self.game = spec.name
+        self.num_actions = spec.num_actions
         self.resolution = config.resolution
         self.context_frames = config.context_frames
         self.train_window = config.train_window

@@ -2,8 +2,10 @@
 
 Open-loop rollouts start from C real context frames and follow the recorded actions; generated
 frames are compared with the real ones at horizons 1, 4, 16, 64 (PSNR, SSIM). Action following:
-PSNR@16 with the recorded actions minus PSNR@16 with the same actions shuffled in time (same
-noise), as Genie's controllability figure. Drift: long rollouts (default 1,000 steps) whose
+PSNR@16 with the recorded actions minus PSNR@16 with the actions shuffled across rollouts (each
+rollout gets another one's recorded actions; same noise), as Genie's controllability figure.
+Not shuffled in time: where a paddle ends after 16 steps depends on the net count of LEFT and
+RIGHT, which a permutation in time keeps. Drift: long rollouts (default 1,000 steps) whose
 frames are compared with their nearest real frame of the training episodes (RMSE in [0, 1] at
 32x32), against the same distance for real held-out frames. Reward and termination F1 over every
 step of the open-loop rollouts (a reward is "predicted" when the predicted reward is non-zero,
@@ -127,10 +129,16 @@ def open_loop(model: Any, recs: Any, items: list[tuple[int, int, int]], horizon:
                 strip_rows += [real[k, show], frames[k, show]]
         h16 = min(16, horizon)
         if g["valid"][:, h16 - 1].any():
-            # The same rollouts with the generated steps' actions permuted in time.
+            # The same rollouts, each given another rollout's actions for the generated steps
+            # (uniformly random ones when a chunk holds a single rollout).
             acts = g["actions"].clone()
-            perm = torch.randperm(h16, generator=torch.Generator().manual_seed(seed + lo + 1))
-            acts[:, c - 1: c - 1 + h16] = acts[:, c - 1: c - 1 + h16][:, perm.to(acts.device)]
+            span = slice(c - 1, c - 1 + h16)
+            if b > 1:
+                acts[:, span] = g["actions"].roll(1, dims=0)[:, span]
+            else:
+                n_act = int(getattr(model, "num_actions", int(acts.max()) + 1))
+                acts[:, span] = torch.randint(0, n_act, acts[:, span].shape,
+                                              generator=torch.Generator().manual_seed(seed + lo + 1)).to(acts.device)
             gen = torch.Generator(device=device).manual_seed(seed + lo)
             shuf, _, _ = rollout(model, g["frames"][:, :c], acts, g["events"], h16, gen)
             keep = torch.from_numpy(g["valid"][:, h16 - 1]).to(device)

@@ -14,7 +14,8 @@
 4. Event vectors: per example and per active event one TRAINING paraphrase embedding is drawn
    (as if one user had typed it), and the vectors of the events active at step t are summed;
    zeros when none. With probability `event_dropout` a whole example's event vectors are
-   zeroed (null-event dropout) so the model also learns the unconditioned world.
+   zeroed (null-event dropout) so the model also learns the unconditioned world, except in
+   windows where an event starts or ends (those would teach it to invent events).
 5. Batch i is a pure function of (seed, rank, i): resuming at step i draws exactly the batches
    an uninterrupted run would have, and DDP ranks draw disjoint random streams.
 """
@@ -347,6 +348,10 @@ class WindowSampler:
             pick = (rng.random((B, E)) * self.num_paraphrases[None]).astype(np.int64)  # (B, E)
             chosen = self.bank[np.arange(E)[None], pick]  # (B, E, D)
             keep = rng.random(B) >= self.event_dropout  # null-event dropout, whole example
+            # ...but never where an event starts or ends inside the window: with the vector gone,
+            # such an example teaches that rain or night may begin (or stop) unprompted, and the
+            # model learns to invent events in long rollouts.
+            keep |= (active != active[:, :1]).any(axis=(1, 2))
             events = np.einsum("bte,bed->btd", active * keep[:, None, None], chosen).astype(np.float32)
         return RawBatch(torch.from_numpy(frames), torch.from_numpy(actions), torch.from_numpy(rewards),
                         torch.from_numpy(terms), torch.from_numpy(events))

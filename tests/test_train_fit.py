@@ -283,3 +283,23 @@ def test_action_following_benchmark_runs(trained: Path, tmp_path: Path) -> None:
     assert result["states"] == 3 and result["comparisons"] > 0
     assert 0 <= result["accuracy"] <= 1 and 0 <= result["action_blind"]["accuracy"] <= 1
     assert set(result["per_action_accuracy"]) == {"NOOP", "FIRE", "RIGHT", "LEFT"}
+
+
+def test_null_event_dropout_spares_windows_where_events_change(data: Path) -> None:
+    """With dropout 1, every window whose events stay put loses its vectors; a window where an
+    event starts or ends keeps them (dropping them there teaches the model to invent events)."""
+    from models.text import load_event_bank
+
+    bank = load_event_bank("train")
+    recs = Recordings(open_dataset(data), 64, sorted(bank), progress=False)
+    eps = list(range(len(recs.episodes)))
+    dropped = WindowSampler(recs, eps, 4, 64, bank, event_dropout=1.0, seed=5, event_change_fraction=0.5)
+    reference = WindowSampler(recs, eps, 4, 64, bank, event_dropout=0.0, seed=5, event_change_fraction=0.5)
+    changing = 0
+    for k in range(6):
+        ref, out = reference.batch(k).events.numpy(), dropped.batch(k).events.numpy()  # (B, T, D)
+        moving = (np.abs(ref - ref[:, :1]).sum(-1) > 0).any(1)  # same draws: same windows
+        changing += int(moving.sum())
+        np.testing.assert_array_equal(out[moving], ref[moving])
+        assert not out[~moving].any()
+    assert changing > 0

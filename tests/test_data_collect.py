@@ -94,7 +94,9 @@ def test_ctrl_c_closes_episodes_cleanly(tmp_path: Path, workers: str) -> None:
     root = Path(train.__file__).resolve().parent
     out = tmp_path / "d"
     proc = subprocess.Popen(
-        [sys.executable, str(root / "train.py"), "collect", "--game", "breakout", "--policy", "scripted",
+        # CarRacing: an episode lasts seconds, so the interrupt always lands mid-episode (a
+        # scripted Breakout game can end within the 0.2 s between polls, in every worker at once).
+        [sys.executable, str(root / "train.py"), "collect", "--game", "carracing", "--policy", "scripted",
          "--episodes", "8", "--max-steps", "5000", "--workers", workers, "--no-audio", "--out", str(out)],
         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONPATH": str(root)})

@@ -272,7 +272,7 @@ class WindowSampler:
         event_change_fraction: share of each batch drawn from the windows in which the set of
             active events changes (an onset or an end). Those are the only examples where the
             event vector says something the context frames do not already show, and random
-            schedules make them ~1-3% of all windows.
+            schedules make them few (9% of the 4-step windows of data/breakout).
     """
 
     def __init__(self, recs: Recordings, episodes: list[int], window: int, batch_size: int,

@@ -226,5 +226,6 @@ def _list_games() -> int:
     print(" ".join(list_games()))
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -43,5 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_command(lambda: args.func(args))
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -131,6 +131,11 @@ class DiffusionState:
 class DiffusionWorldModel(nn.Module):
     """WorldModel family "diffusion" (see models/world.py for the contract)."""
 
+    reward_class_weights: torch.Tensor
+    """(3,) buffer: cross-entropy weight per reward class (config heads.reward_class_weights)."""
+    reward_values: torch.Tensor
+    """(3,) buffer: reward paid per predicted class (config heads.reward_values)."""
+
     def __init__(self, cfg: DiffusionConfig, num_actions: int) -> None:
         super().__init__()
         self.cfg = cfg
@@ -142,6 +147,11 @@ class DiffusionWorldModel(nn.Module):
         self.denoiser = Denoiser(self.unet, cfg.edm)
         self.edm_loss = EDMLoss(cfg.edm)
         self.head = RewardHead(cfg.heads, num_actions)
+        # Per-class constants of the head, made once (not per frame); non-persistent: they come
+        # from the config, so checkpoints do not carry them.
+        self.register_buffer("reward_class_weights", torch.tensor(cfg.heads.reward_class_weights),
+                             persistent=False)
+        self.register_buffer("reward_values", torch.tensor(cfg.heads.reward_values), persistent=False)
         self.samplers = cfg.samplers
         self.sampler_name = cfg.sampler
         self._graphs: dict[str, GraphedFunction] | None = None
@@ -183,8 +193,8 @@ class DiffusionWorldModel(nn.Module):
 
         logits = self.head(context[:, -1], target, actions[:, -1]).float()
         reward_class = (batch.rewards[:, -1].sign() + 1).long()
-        class_weights = torch.tensor(self.cfg.heads.reward_class_weights, device=logits.device)
-        reward_ce = F.cross_entropy(logits[:, :3], reward_class, weight=class_weights, reduction="none")
+        reward_ce = F.cross_entropy(logits[:, :3], reward_class, weight=self.reward_class_weights,
+                                    reduction="none")
         end_bce = F.binary_cross_entropy_with_logits(logits[:, 3], batch.terminations[:, -1].float(),
                                                      reduction="none")
 
@@ -264,8 +274,7 @@ class DiffusionWorldModel(nn.Module):
         else:
             frame, logits = self._step(context, actions, events, noise)
         logits = logits.float()
-        values = torch.tensor(self.cfg.heads.reward_values, device=logits.device)
-        reward = values[logits[:, :3].argmax(1)]  # (B,) the paid value of the likeliest class
+        reward = self.reward_values[logits[:, :3].argmax(1)]  # (B,) paid value of the likeliest class
         new_state = DiffusionState(frames=torch.cat([state.frames[:, 1:], frame[:, None].float()], dim=1),
                                    actions=actions[:, 1:])
         return new_state, Prediction(frame=frame.float(), reward=reward,

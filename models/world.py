@@ -59,6 +59,8 @@ class WorldModel(Protocol):
 
     context_frames: int
     """How many past frames the model conditions on."""
+    num_actions: int
+    """Size of the game's action set (actions are 0 .. num_actions - 1)."""
     resolution: int
     """Square frame size the model works at."""
     train_window: int

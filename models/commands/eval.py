@@ -136,8 +136,7 @@ def open_loop(model: Any, recs: Any, items: list[tuple[int, int, int]], horizon:
             if b > 1:
                 acts[:, span] = g["actions"].roll(1, dims=0)[:, span]
             else:
-                n_act = int(getattr(model, "num_actions", int(acts.max()) + 1))
-                acts[:, span] = torch.randint(0, n_act, acts[:, span].shape,
+                acts[:, span] = torch.randint(0, int(model.num_actions), acts[:, span].shape,
                                               generator=torch.Generator().manual_seed(seed + lo + 1)).to(acts.device)
             gen = torch.Generator(device=device).manual_seed(seed + lo)
             shuf, _, _ = rollout(model, g["frames"][:, :c], acts, g["events"], h16, gen)

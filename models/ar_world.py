@@ -55,6 +55,11 @@ class ARConfig:
     context_noise: float = 0.05
     """Up to this fraction of the context tokens is replaced by random codes in training, so the
     transformer learns to read its own imperfect generations (cf. GameNGen's context noise)."""
+    change_weight: float = 0.0
+    """Extra cross-entropy weight on target tokens that differ from the frame before (paddle,
+    ball, a starting event); 0 = plain MaskGIT loss. Most of a Breakout frame's 64 tokens repeat
+    from step to step, so the plain loss is met by copying the last frame and the action barely
+    matters: the token analogue of the diffusion family's `model.edm.motion_weight`."""
     reward_weight: float = 1.0
     end_weight: float = 1.0
 
@@ -196,7 +201,15 @@ class ARWorldModel(nn.Module):
         logits, act_out = trf(clean, batch.actions, batch.events, batch.valid[:, :t], gen, clean, steps)
         pair = batch.valid[:, :t] & batch.valid[:, 1:]  # (B, T) real transitions
         sel = masked & pair[..., None]
-        ce = F.cross_entropy(logits[sel].float(), target[sel]) if sel.any() else logits.sum() * 0
+        if sel.any():
+            per_token = F.cross_entropy(logits[sel].float(), target[sel], reduction="none")
+            # (S,) weights: 1 + w on tokens that change from the (clean) frame before, normalised
+            # to mean 1 over the selected tokens so the loss scale does not depend on w.
+            changed = (target != tokens[:, :t])[sel].float()
+            weight = 1 + self.config.change_weight * changed
+            ce = (per_token * weight).sum() / weight.sum()
+        else:
+            ce = logits.sum() * 0
         reward_out, end_logit = trf.outcome(act_out)
         reward_out, end_logit = reward_out.float(), end_logit.float()
         sign = (batch.rewards.sign().long() + 1)[pair]

@@ -101,6 +101,27 @@ def test_each_stage_lowers_its_loss_and_trains_only_its_part():
         model.set_stage("tokeniser")
 
 
+def test_change_weight_puts_the_token_loss_on_what_moves():
+    """With change_weight the dynamics loss is a weighted mean that leans on changed tokens: the
+    same weights and batch give another loss, and w = 0 gives the plain MaskGIT loss."""
+    config = resolve_config(CONFIG, ["preset=tiny", "model.change_weight=0"])
+    plain = ARWorldModel.from_config(config, find_game("breakout"))
+    weighted = ARWorldModel.from_config(resolve_config(CONFIG, ["preset=tiny", "model.change_weight=50"]),
+                                        find_game("breakout"))
+    weighted.load_state_dict(plain.state_dict())
+    batch = _batch(plain)
+    for m in (plain, weighted):
+        m.set_stage("dynamics")
+    losses = []
+    for m in (plain, weighted):
+        torch.manual_seed(1)  # same masks and context noise for both
+        loss, logs = m.loss(batch)
+        loss.backward()
+        losses.append(logs["token_ce"])
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in m.parameters())
+    assert abs(losses[0] - losses[1]) > 1e-4, losses
+
+
 def test_state_is_advanced_once(run: Path):
     model = load_run(run).model
     frames = torch.zeros(1, model.context_frames, 3, 64, 64)

@@ -149,6 +149,12 @@ def test_eval_writes_json_and_pngs(trained: Path, data: Path, tmp_path: Path) ->
     assert isinstance(result["action_dpsnr_16"], float)
     assert result["drift"]["12"] > 0 and result["drift"]["real_baseline"] >= 0
     assert result["episodes"] == load_run(trained).config["data"]["heldout_episodes"]
+    # One step ahead of real context at every held-out step after the first context.
+    run = load_run(trained)
+    recs = Recordings(open_dataset(str(data)), 64, sorted(run.event_bank), progress=False)
+    c = run.model.context_frames
+    assert result["one_step_count"] == sum(recs.episodes[i].num_steps - c + 1 for i in result["episodes"])
+    assert result["reward_f1_1"] is None or 0 <= result["reward_f1_1"] <= 1
     for png in ("eval_horizons.png", "eval_strip.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,9 @@ RIGHT, which a permutation in time keeps. Drift: long rollouts (default 1,000 st
 frames are compared with their nearest real frame of the training episodes (RMSE in [0, 1] at
 32x32), against the same distance for real held-out frames. Reward and termination F1 over every
 step of the open-loop rollouts (a reward is "predicted" when the predicted reward is non-zero,
-an end when its probability exceeds 0.5).
+an end when its probability exceeds 0.5); and the same one step ahead of real context at every
+held-out step (`reward_f1_1`): in open loop a point scored one step early or late counts as two
+misses, so the one-step figure is what says whether the model keeps score.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--drift-rollouts", type=int, default=4, metavar="N", help="drift rollouts (default 4)")
     p.add_argument("--batch", type=int, default=32, metavar="B", help="rollouts generated together")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--one-step", type=int, default=4096, metavar="N",
+                   help="held-out steps predicted one step ahead for reward_f1_1 (0: skip; default 4096)")
     p.add_argument("--events", action="store_true",
                    help="also measure event fidelity (needs held-out episodes with event onsets)")
     p.add_argument("--no-progress", action="store_true")
@@ -161,6 +165,38 @@ def open_loop(model: Any, recs: Any, items: list[tuple[int, int, int]], horizon:
         "reward_counts": reward_counts, "termination_counts": end_counts,
         "rollouts": len(items), "strip_rows": strip_rows,
     }
+
+
+def one_step(model: Any, recs: Any, held: list[int], bank: Any, device: Any, batch: int, seed: int,
+             cap: int, progress: Any) -> dict[str, Any]:
+    """Reward and termination F1 of one-step predictions from real context, at up to `cap`
+    held-out steps spread evenly over the episodes (rewards > 0 are scoring steps, as above)."""
+    import numpy as np
+    import torch
+
+    from models.metrics import f1_score, gather_windows, rollout
+
+    c = int(model.context_frames)
+    items = [(i, s, 1) for i in held for s in range(recs.episodes[i].num_steps - c + 1)]
+    if len(items) > cap:
+        items = [items[int(k * len(items) / cap)] for k in range(cap)]
+    pred_r, true_r, pred_e, true_e = [], [], [], []
+    for lo in range(0, len(items), batch):
+        g = gather_windows(recs, items[lo: lo + batch], c, 1, device)
+        events = torch.from_numpy(g["active"] @ bank).to(device)
+        gen = torch.Generator(device=device).manual_seed(seed + lo)
+        _, rew, end = rollout(model, g["frames"][:, :c], g["actions"], events, 1, gen)
+        pred_r.append(rew[:, 0].cpu().numpy() > 0)
+        true_r.append(g["rewards"][:, 0] > 0)
+        pred_e.append(end[:, 0].cpu().numpy() > 0.5)
+        true_e.append(g["ends"][:, 0] > 0.5)
+        progress.update(len(items[lo: lo + batch]))
+    if not items:
+        return {"reward_f1_1": None, "termination_f1_1": None, "one_step_count": 0}
+    reward_f1, reward_counts = f1_score(np.concatenate(pred_r), np.concatenate(true_r))
+    end_f1, _ = f1_score(np.concatenate(pred_e), np.concatenate(true_e))
+    return {"reward_f1_1": reward_f1, "termination_f1_1": end_f1, "reward_counts_1": reward_counts,
+            "one_step_count": len(items)}
 
 
 def _small(frames: Any) -> Any:
@@ -302,9 +338,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"no held-out episode in {args.data} has the {c} frames a rollout needs")
     horizon = max(n for _, _, n in items)
 
-    total = len(items) * 2 + (args.drift_rollouts * args.drift_steps if args.drift_steps else 0)
+    if args.one_step < 0:
+        raise UserError("--one-step must be >= 0")
+    n_one = min(args.one_step, sum(max(0, recs.episodes[i].num_steps - c + 1) for i in held))
+    total = len(items) * 2 + (args.drift_rollouts * args.drift_steps if args.drift_steps else 0) + n_one
     with tqdm(total=total, desc="eval", unit="rollout", disable=args.no_progress) as bar:
         result = open_loop(model, recs, items, horizon, bank, device, args.batch, args.seed, bar)
+        if args.one_step:
+            result.update(one_step(model, recs, held, bank, device, max(args.batch, 64), args.seed,
+                                   args.one_step, bar))
         result["drift"] = (drift(model, recs, train, held, args.drift_steps, args.drift_rollouts,
                                  device, args.seed, bar) if args.drift_steps else None)
     strip_rows = result.pop("strip_rows")
@@ -330,6 +372,9 @@ def run(args: argparse.Namespace) -> int:
     print("  SSIM " + "  ".join(f"@{h} {out['ssim'][str(h)]}" for h in hs))
     print(f"  action dPSNR@16 {out['action_dpsnr_16']}  reward F1 {out['reward_f1']}  "
           f"termination F1 {out['termination_f1']}")
+    if out.get("one_step_count"):
+        print(f"  one step ahead, {out['one_step_count']} steps: reward F1 {out['reward_f1_1']}  "
+              f"termination F1 {out['termination_f1_1']}")
     if out["drift"]:
         print(f"  drift {out['drift']}")
     if args.events:

@@ -238,7 +238,8 @@ def test_bad_model_configs_name_the_problem():
     cases = [(["model.context_frames=9", "model.transformer.window=4"], "at most model.transformer.window"),
              (["model.sampler=slow"], "unknown model.sampler"),
              (["model.transformer.widht=64"], "did you mean 'width'"),
-             (["model.samplers={fast: {pases: 2}}"], "did you mean 'passes'")]
+             (["model.samplers={fast: {pases: 2}}"], "did you mean 'passes'"),
+             (["model.reward_class_weights=[1, 8]"], "reward_class_weights must list 3 numbers")]
     for overrides, message in cases:
         with pytest.raises(ConfigError, match=message):
             ARWorldModel.from_config(resolve_config(CONFIG, ["preset=tiny", *overrides]), spec)

@@ -87,7 +87,8 @@ def test_resume_continues_step_and_optimizer_bit_exactly(trained: Path, data: Pa
     out = tmp_path / "resumed"
     assert fit(data, out, "--steps", "25", "--set", "train.holdout_fraction=0.5") == 0
     assert fit(data, out, "--steps", "40", "--resume", "--set", "train.holdout_fraction=0.5") == 0
-    assert "resuming" in capsys.readouterr().out
+    stdout = capsys.readouterr().out
+    assert "resuming" in stdout and "other training settings" not in stdout
     a = load_file(str(trained / "train_state.safetensors"))
     b = load_file(str(out / "train_state.safetensors"))
     assert a.keys() == b.keys() and any(k.startswith("optim.") for k in a)
@@ -97,6 +98,10 @@ def test_resume_continues_step_and_optimizer_bit_exactly(trained: Path, data: Pa
     (out / "train_state.yaml").write_text("step: 3\n")
     assert fit(data, out, "--steps", "41", "--resume", "--set", "train.holdout_fraction=0.5") == 0
     assert "step: 41\n" in (out / "train_state.yaml").read_text()
+    # Settings left out on resume fall back to the config's; the note names what changed.
+    capsys.readouterr()
+    assert fit(data, out, "--steps", "42", "--resume") == 0
+    assert "train.holdout_fraction 0.5 -> 0.1" in capsys.readouterr().out
 
 
 def test_existing_run_without_resume_is_refused(trained: Path, data: Path,

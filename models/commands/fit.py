@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="optimizer steps in all (overrides train.steps; with stages, scales stage_steps)")
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
                    help="auto: the GPU if there is one, else the CPU with a warning (default)")
-    p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue RUN from its last checkpoint (training settings come from --config and --set; a note names any that changed)")
     p.add_argument("--init", metavar="RUN",
                    help="start from the weights of another run of the same model (fine-tune a shipped "
                         "checkpoint on your own recordings); the optimizer starts fresh")
@@ -135,6 +136,16 @@ def check_resume(config: dict[str, Any], saved: dict[str, Any], run_dir: str) ->
                         f"(model.{keys[0] if keys else '?'} differs); use the same --config and --set")
 
 
+def train_changes(config: dict[str, Any], saved: dict[str, Any]) -> list[str]:
+    """Training settings of a resumed run that differ from its last session's, as 'train.KEY
+    OLD -> NEW' (step counts left out: --steps changes them on purpose). The train section comes
+    from --config and --set, not from the run, so a resume without the earlier --set flags would
+    otherwise change batch size or learning rate unnoticed."""
+    new, old = config.get("train") or {}, saved.get("train") or {}
+    return [f"train.{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(new) | set(old))
+            if k not in ("steps", "stage_steps") and new.get(k) != old.get(k)]
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -155,7 +166,12 @@ def run(args: argparse.Namespace) -> int:
         state = load_train_state(args.out)
         if state is None:
             raise UserError(f"{args.out} has no train_state.safetensors to resume from (a play-only checkpoint)")
-        check_resume(config, read_config(args.out), args.out)
+        saved = read_config(args.out)
+        check_resume(config, saved, args.out)
+        changes = train_changes(config, saved)
+        if changes:
+            print(f"note: resuming {args.out} with other training settings than its last session: "
+                  f"{', '.join(changes)} (--set them to keep the old ones)")
     elif args.resume:
         print(f"note: nothing to resume in {args.out}; starting a new run")
     check_out_dir(Path(args.out))

@@ -94,6 +94,9 @@ class ARState:
 class ARWorldModel(nn.Module):
     """Tokenizer + dynamics transformer implementing `models.world.WorldModel`."""
 
+    reward_class_weights: torch.Tensor
+    """(3,) buffer: cross-entropy weight per reward sign (config model.reward_class_weights)."""
+
     def __init__(self, config: ARConfig, spec: GameSpec, tokenizer_reused: bool = False) -> None:
         super().__init__()
         tc = config.transformer
@@ -119,6 +122,9 @@ class ARWorldModel(nn.Module):
         self.context_frames = config.context_frames
         self.train_window = config.train_window
         self.tokenizer = Tokenizer(config.tokenizer, config.resolution)
+        # Made once, non-persistent (from the config, not the checkpoint), as in diffusion_world.
+        self.register_buffer("reward_class_weights", torch.tensor(weights, dtype=torch.float32),
+                             persistent=False)
         self.transformer = DynamicsTransformer(tc, self.tokenizer.tokens_per_frame,
                                                self.tokenizer.codebook_size, spec.num_actions, EVENT_DIM)
         self.samplers: dict[str, SamplerConfig] = dict(config.samplers)
@@ -219,8 +225,7 @@ class ARWorldModel(nn.Module):
         reward_out, end_logit = trf.outcome(act_out)
         reward_out, end_logit = reward_out.float(), end_logit.float()
         sign = (batch.rewards.sign().long() + 1)[pair]
-        class_weight = torch.tensor(self.config.reward_class_weights, device=dev, dtype=torch.float32)
-        r_ce = (F.cross_entropy(reward_out[..., :3][pair], sign, weight=class_weight)
+        r_ce = (F.cross_entropy(reward_out[..., :3][pair], sign, weight=self.reward_class_weights.float())
                 if pair.any() else ce * 0)
         nonzero = pair & (batch.rewards != 0)
         r_mag = (F.mse_loss(reward_out[..., 3][nonzero], batch.rewards[nonzero].abs().log1p())

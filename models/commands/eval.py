@@ -167,19 +167,24 @@ def open_loop(model: Any, recs: Any, items: list[tuple[int, int, int]], horizon:
     }
 
 
-def one_step(model: Any, recs: Any, held: list[int], bank: Any, device: Any, batch: int, seed: int,
-             cap: int, progress: Any) -> dict[str, Any]:
-    """Reward and termination F1 of one-step predictions from real context, at up to `cap`
-    held-out steps spread evenly over the episodes (rewards > 0 are scoring steps, as above)."""
+def one_step_items(recs: Any, held: list[int], context: int, cap: int) -> list[tuple[int, int, int]]:
+    """(episode, first context frame, 1) for up to `cap` held-out steps spread evenly."""
+    items = [(i, s, 1) for i in held for s in range(recs.episodes[i].num_steps - context + 1)]
+    return [items[int(k * len(items) / cap)] for k in range(cap)] if len(items) > cap else items
+
+
+def one_step(model: Any, recs: Any, items: list[tuple[int, int, int]], bank: Any, device: Any,
+             batch: int, seed: int, progress: Any) -> dict[str, Any]:
+    """Reward and termination F1 of one-step predictions from real context at `items`
+    (`one_step_items`; rewards > 0 are scoring steps, as above)."""
     import numpy as np
     import torch
 
     from models.metrics import f1_score, gather_windows, rollout
 
+    if not items:
+        return {"reward_f1_1": None, "termination_f1_1": None, "one_step_count": 0}
     c = int(model.context_frames)
-    items = [(i, s, 1) for i in held for s in range(recs.episodes[i].num_steps - c + 1)]
-    if len(items) > cap:
-        items = [items[int(k * len(items) / cap)] for k in range(cap)]
     pred_r, true_r, pred_e, true_e = [], [], [], []
     for lo in range(0, len(items), batch):
         g = gather_windows(recs, items[lo: lo + batch], c, 1, device)
@@ -191,8 +196,6 @@ def one_step(model: Any, recs: Any, held: list[int], bank: Any, device: Any, bat
         pred_e.append(end[:, 0].cpu().numpy() > 0.5)
         true_e.append(g["ends"][:, 0] > 0.5)
         progress.update(len(items[lo: lo + batch]))
-    if not items:
-        return {"reward_f1_1": None, "termination_f1_1": None, "one_step_count": 0}
     reward_f1, reward_counts = f1_score(np.concatenate(pred_r), np.concatenate(true_r))
     end_f1, _ = f1_score(np.concatenate(pred_e), np.concatenate(true_e))
     return {"reward_f1_1": reward_f1, "termination_f1_1": end_f1, "reward_counts_1": reward_counts,
@@ -340,13 +343,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.one_step < 0:
         raise UserError("--one-step must be >= 0")
-    n_one = min(args.one_step, sum(max(0, recs.episodes[i].num_steps - c + 1) for i in held))
-    total = len(items) * 2 + (args.drift_rollouts * args.drift_steps if args.drift_steps else 0) + n_one
+    steps_1 = one_step_items(recs, held, c, args.one_step)
+    total = len(items) * 2 + (args.drift_rollouts * args.drift_steps if args.drift_steps else 0) + len(steps_1)
     with tqdm(total=total, desc="eval", unit="rollout", disable=args.no_progress) as bar:
         result = open_loop(model, recs, items, horizon, bank, device, args.batch, args.seed, bar)
         if args.one_step:
-            result.update(one_step(model, recs, held, bank, device, max(args.batch, 64), args.seed,
-                                   args.one_step, bar))
+            result.update(one_step(model, recs, steps_1, bank, device, max(args.batch, 64), args.seed, bar))
         result["drift"] = (drift(model, recs, train, held, args.drift_steps, args.drift_rollouts,
                                  device, args.seed, bar) if args.drift_steps else None)
     strip_rows = result.pop("strip_rows")

@@ -307,6 +307,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("max_rollouts", "max_horizon", "batch", "drift_rollouts"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.one_step < 0:  # checked with the others, before any model or data is loaded
+        raise UserError("--one-step must be >= 0")
     json_path = output_file(args.json) if args.json else None  # a bad path fails before the work
     device = pick_device(args.device)
     loaded = load_run(args.checkpoint, device)
@@ -341,8 +343,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"no held-out episode in {args.data} has the {c} frames a rollout needs")
     horizon = max(n for _, _, n in items)
 
-    if args.one_step < 0:
-        raise UserError("--one-step must be >= 0")
     steps_1 = one_step_items(recs, held, c, args.one_step)
     total = len(items) * 2 + (args.drift_rollouts * args.drift_steps if args.drift_steps else 0) + len(steps_1)
     with tqdm(total=total, desc="eval", unit="rollout", disable=args.no_progress) as bar:

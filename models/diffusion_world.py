@@ -63,6 +63,14 @@ class DiffusionConfig:
     """Bucket of noise put on the (generated) context at play time; 0 = none."""
     sampler: str = "fast"
     """Sampler preset used by default at play time."""
+    rollout_steps: int = 0
+    """Self-rollout training (scheduled sampling, Bengio et al. 2015): for a share
+    `rollout_fraction` of each batch the last `rollout_steps` context frames are the model's own
+    predictions (play sampler, no gradient) from the real frames before them. One-step training
+    on real context cannot teach what play needs most right after a world event starts: the
+    real context barely shows the fading-in event, so the event vector alone must say which
+    event it is, and the model must go on from frames it drew itself. 0 = off."""
+    rollout_fraction: float = 0.5
     unet: UNetConfig = field(default_factory=UNetConfig)
     edm: EDMConfig = field(default_factory=EDMConfig)
     heads: HeadConfig = field(default_factory=HeadConfig)
@@ -94,6 +102,8 @@ class DiffusionConfig:
             raise ConfigError("model.heads.reward_class_weights must not be negative")
         if not 0 <= cfg.play_context_noise < cfg.context_noise_buckets:
             raise ConfigError("model.play_context_noise must be a bucket index")
+        if cfg.rollout_steps < 0 or not 0 <= cfg.rollout_fraction <= 1:
+            raise ConfigError("model.rollout_steps must be >= 0 and model.rollout_fraction in [0, 1]")
         return cfg
 
 
@@ -142,7 +152,7 @@ class DiffusionWorldModel(nn.Module):
         self.num_actions = num_actions
         self.context_frames = cfg.context_frames
         self.resolution = cfg.resolution
-        self.train_window = cfg.context_frames
+        self.train_window = cfg.context_frames + cfg.rollout_steps
         self.unet = UNet(cfg.unet, cfg.context_frames, num_actions, cfg.context_noise_buckets)
         self.denoiser = Denoiser(self.unet, cfg.edm)
         self.edm_loss = EDMLoss(cfg.edm)
@@ -174,6 +184,9 @@ class DiffusionWorldModel(nn.Module):
                             f"needs context_frames + 1 = {t + 1}")
         frames = batch.frames[:, -(t + 1):]  # (B, T+1, 3, H, W)
         context, target = frames[:, :t], frames[:, t]
+        real_last = context[:, -1]
+        if self.cfg.rollout_steps and self.training:
+            context = self._rolled_context(batch, context)
         actions = batch.actions[:, -t:]  # (B, T): action at each context frame
         events = batch.events[:, -1]  # (B, EVENT_DIM): active while producing the target
         b = target.shape[0]
@@ -191,7 +204,7 @@ class DiffusionWorldModel(nn.Module):
                                     self.cfg.edm.motion_threshold)
         denoise = self.edm_loss(self.denoiser, target, prep, weight)  # (B,)
 
-        logits = self.head(context[:, -1], target, actions[:, -1]).float()
+        logits = self.head(real_last, target, actions[:, -1]).float()  # the head learns real transitions
         reward_class = (batch.rewards[:, -1].sign() + 1).long()
         reward_ce = F.cross_entropy(logits[:, :3], reward_class, weight=self.reward_class_weights,
                                     reduction="none")
@@ -208,6 +221,31 @@ class DiffusionWorldModel(nn.Module):
         logs = {f"loss/{k}": float(v.detach()) for k, v in parts.items()}
         logs["context_noise"] = float(level.mean())
         return total, logs
+
+    @torch.no_grad()
+    def _rolled_context(self, batch: Batch, context: torch.Tensor) -> torch.Tensor:
+        """`context` (B, C, 3, H, W) with a random `rollout_fraction` of its rows replaced by the
+        model's own play-sampler predictions of their last `rollout_steps` frames.
+
+        The window holds C + K + 1 frames (K = rollout_steps): rollouts start from the real
+        frames 0..C-1 and draw frames C..C+K-1 with the recorded actions and event vectors, so
+        the target (frame C+K) is the same as for the other rows.
+        """
+        c, k = self.context_frames, self.cfg.rollout_steps
+        pick = torch.rand(context.shape[0], device=context.device) < self.cfg.rollout_fraction
+        if not bool(pick.any()) or batch.frames.shape[1] < c + k + 1:
+            return context
+        frames = batch.frames[pick][:, -(c + k + 1):]  # (b, C+K+1, 3, H, W)
+        actions, events = batch.actions[pick][:, -(c + k):], batch.events[pick][:, -(c + k):]
+        cfg = self.samplers[self.sampler_name]
+        seq = frames[:, :c]
+        for p in range(c, c + k):  # draw frame p from the C frames before it
+            noise = initial_noise(tuple(frames[:, 0].shape), cfg, frames.device, None)
+            frame, _ = self.generate(seq[:, -c:], actions[:, p - c:p], events[:, p - 1], noise)
+            seq = torch.cat([seq, frame[:, None].to(seq.dtype)], dim=1)
+        out = context.clone()
+        out[pick] = seq[:, -c:].to(out.dtype)
+        return out
 
     # --------------------------------------------------------------------------------- play
     @property

@@ -283,3 +283,35 @@ def test_reward_class_weights_scale_the_rare_class(breakout: tuple[torch.Tensor,
     torch.manual_seed(0)
     r_weighted = weighted.loss(batch)[1]["loss/reward"]
     assert r_weighted == pytest.approx(8 * r_plain, rel=1e-4)
+
+
+def test_self_rollout_context_is_the_models_own(breakout: tuple[torch.Tensor, ...]) -> None:
+    """With rollout_steps K the windows are K frames longer, the picked rows' context is what the
+    model draws from the real frames before it, and the loss still backpropagates."""
+    config = resolve_config(CONFIG, ["preset=tiny", "model.rollout_steps=2", "model.rollout_fraction=1"])
+    torch.manual_seed(0)
+    model = DiffusionWorldModel(DiffusionConfig.parse(config["model"]), 4)
+    assert model.train_window == model.context_frames + 2
+    batch = windows(breakout, model.train_window)
+    c = model.context_frames
+    real = batch.frames[:, -(c + 1):-1]
+    rolled = model._rolled_context(batch, real)
+    assert rolled.shape == real.shape
+    assert torch.equal(rolled[:, :c - 2], real[:, :c - 2])  # only the last K frames are drawn
+    assert (rolled[:, -2:] - real[:, -2:]).abs().mean() > 1e-3
+    # The first drawn frame is the play sampler's step from the real frames before it.
+    from models.diffusion.sampler import initial_noise
+
+    torch.manual_seed(5)
+    again = model._rolled_context(batch, real)
+    torch.manual_seed(5)
+    torch.rand(real.shape[0])  # the draw of the rows comes first
+    noise = initial_noise(tuple(real[:, 0].shape), model.samplers[model.sampler_name], "cpu", None)
+    first, _ = model.generate(batch.frames[:, :c], batch.actions[:, :c], batch.events[:, c - 1], noise)
+    assert torch.allclose(again[:, c - 2], first, atol=1e-5)
+    model.train()
+    loss, _ = model.loss(batch)
+    loss.backward()
+    assert model.unet.event_proj.weight.grad is not None
+    with pytest.raises(ConfigError, match="rollout"):
+        DiffusionConfig.parse({**config["model"], "rollout_fraction": 2})

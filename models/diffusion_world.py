@@ -232,8 +232,11 @@ class DiffusionWorldModel(nn.Module):
         the target (frame C+K) is the same as for the other rows.
         """
         c, k = self.context_frames, self.cfg.rollout_steps
+        if batch.frames.shape[1] < c + k + 1:
+            raise UserError(f"training windows hold {batch.frames.shape[1]} frames; self-rollout "
+                            f"needs context_frames + rollout_steps + 1 = {c + k + 1}")
         pick = torch.rand(context.shape[0], device=context.device) < self.cfg.rollout_fraction
-        if not bool(pick.any()) or batch.frames.shape[1] < c + k + 1:
+        if not bool(pick.any()):
             return context
         frames = batch.frames[pick][:, -(c + k + 1):]  # (b, C+K+1, 3, H, W)
         actions, events = batch.actions[pick][:, -(c + k):], batch.events[pick][:, -(c + k):]

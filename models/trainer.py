@@ -65,6 +65,9 @@ class TrainConfig:
     """Probability an example's event vectors are zeroed (null-event dropout)."""
     event_change_fraction: float = 0.0
     """Share of each batch drawn from windows where an event starts or ends (data.WindowSampler)."""
+    event_noise: float = 0.0
+    """Largest noise-to-signal norm ratio of the Gaussian noise added to each drawn paraphrase
+    embedding before renormalising (data.WindowSampler); 0 = off."""
     stages: tuple[str, ...] = ()
     """Named stages run in order via model.set_stage(name), each with a fresh optimizer."""
     stage_steps: tuple[int, ...] = ()
@@ -85,6 +88,8 @@ class TrainConfig:
             raise ConfigError("train.event_dropout must be in [0, 1] and train.holdout_fraction in [0, 1)")
         if not 0 <= cfg.event_change_fraction <= 1:
             raise ConfigError("train.event_change_fraction must be in [0, 1]")
+        if not 0 <= cfg.event_noise <= 4:
+            raise ConfigError("train.event_noise must be in [0, 4] (a noise-to-signal norm ratio)")
         return cfg
 
     @property
@@ -139,7 +144,7 @@ class Trainer:
         window = int(wm.train_window)
         self.sampler = WindowSampler(recs, train, window, self.cfg.batch_size, event_bank,
                                      self.cfg.event_dropout, self.cfg.seed, self.dist.rank,
-                                     self.cfg.event_change_fraction)
+                                     self.cfg.event_change_fraction, self.cfg.event_noise)
         self.held_batches: list[RawBatch] = []
         if held and any(recs.episodes[i].num_steps >= window for i in held):
             held_sampler = WindowSampler(recs, held, window, min(self.cfg.batch_size, 16), event_bank,

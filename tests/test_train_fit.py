@@ -14,7 +14,7 @@ import train
 from engine.dataset import Recorder, open_dataset
 from engine.games import make_simulator
 from models.checkpoint import load_run
-from models.config import resolve_config
+from models.config import ConfigError, resolve_config
 from models.data import Recordings, WindowSampler
 from models.registry import build_model
 
@@ -317,3 +317,28 @@ def test_null_event_dropout_spares_windows_where_events_change(data: Path) -> No
         np.testing.assert_array_equal(out[moving], ref[moving])
         assert not out[~moving].any()
     assert changing > 0
+
+
+def test_event_noise_keeps_each_vector_a_unit_vector_near_its_paraphrase(data: Path) -> None:
+    """train.event_noise perturbs each drawn paraphrase embedding (held-out wordings lie further
+    from an event's cluster than training ones) and renormalises it; windows and draws stay put."""
+    from models.text import load_event_bank
+    from models.trainer import TrainConfig
+
+    bank = load_event_bank("train")
+    recs = Recordings(open_dataset(data), 64, sorted(bank), progress=False)
+    eps = list(range(len(recs.episodes)))
+    clean = WindowSampler(recs, eps, 4, 64, bank, seed=7, event_change_fraction=0.5)
+    noisy = WindowSampler(recs, eps, 4, 64, bank, seed=7, event_change_fraction=0.5, event_noise=0.8)
+    ref, out = clean.batch(2), noisy.batch(2)
+    assert torch.equal(ref.frames, out.frames) and torch.equal(ref.actions, out.actions)
+    r, o = ref.events.numpy(), out.events.numpy()  # (B, T, D)
+    single = np.abs(np.linalg.norm(r, axis=-1) - 1) < 1e-5  # steps with exactly one active event
+    assert single.sum() > 8
+    cos = (r[single] * o[single]).sum(-1) / np.linalg.norm(o[single], axis=-1)
+    np.testing.assert_allclose(np.linalg.norm(o[single], axis=-1), 1.0, atol=1e-5)
+    assert cos.min() > 0.7 and cos.mean() < 0.97, (cos.min(), cos.mean())
+    assert not o[np.linalg.norm(r, axis=-1) == 0].any()  # no event stays no event
+    assert torch.equal(noisy.batch(2).events, out.events)  # still a pure function of the index
+    with pytest.raises(ConfigError, match="event_noise"):
+        TrainConfig.parse({"event_noise": -1})

@@ -5,7 +5,11 @@ end at the onset and follow the recorded actions for `horizon` steps, twice with
 once conditioned on the event (a paraphrase embedding) and once without it (other active events
 kept). dPSNR = PSNR(neural with the event vs real with it) - PSNR(neural without it vs real with
 it) at the horizon. Done for the training paraphrases and for held-out paraphrases, which the
-model never saw, to measure generalisation to new wordings.
+model never saw, to measure generalisation to new wordings. In play a wording reaches the model
+only when the console's matcher acts on it (models.text.EventMatcher; it refuses e.g. "a
+pea-souper rolls over everything", whose nearest phrasing is too far), so the held-out figure
+is also given over the wordings the console understands as the event
+(`dpsnr_16_heldout_understood`, with `heldout_understood` = "k/n" wordings).
 """
 
 from __future__ import annotations
@@ -47,7 +51,31 @@ def paraphrase_banks(checkpoint_bank: dict[str, np.ndarray]) -> dict[str, dict[s
         banks["heldout"] = load_event_bank("heldout")
     except Exception as err:  # bank file missing or stale: measure what we can, say why
         print(f"note: paraphrase bank unavailable ({err}); using the checkpoint's event vectors")
+        return banks
+    try:
+        understood = understood_rows(banks["heldout"])
+    except Exception as err:  # the matcher needs the encoder when the bank is stale
+        print(f"note: console matching unavailable ({err}); held-out figures cover every wording")
+        return banks
+    banks["heldout_understood"] = {n: banks["heldout"][n][rows] for n, rows in understood.items() if len(rows)}
     return banks
+
+
+def understood_rows(heldout: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Event name -> indices of its held-out wordings that the console's matcher starts it for."""
+    from models.text import EventMatcher, TextEncoder, load_event_prompts, read_bank
+
+    texts = load_event_prompts("heldout")
+    _, meta = read_bank()
+    encoder = TextEncoder(model_path=meta.get("encoder"))  # only its name is read: the bank is current
+    for name, rows in heldout.items():
+        encoder.remember(texts[name], rows)
+    matcher = EventMatcher(encoder)
+    out = {}
+    for name in heldout:
+        hits = [(m.action, m.event) == ("start", name) for m in map(matcher.match, texts[name])]
+        out[name] = np.flatnonzero(hits)
+    return out
 
 
 @torch.no_grad()
@@ -66,6 +94,7 @@ def event_fidelity(model: Any, recs: Any, episodes: list[int], event_means: dict
     names = recs.event_names
     means = np.stack([event_means.get(n, np.zeros(384, np.float32)) for n in names]) if names else None
     banks = paraphrase_banks(event_means)
+    key = {"seen": "dpsnr_16", "heldout": "dpsnr_16_heldout", "heldout_understood": "dpsnr_16_heldout_understood"}
     per_event: dict[str, Any] = {}
     rows: list[torch.Tensor] = []
     for col, name in enumerate(names):
@@ -91,16 +120,19 @@ def event_fidelity(model: Any, recs: Any, episodes: list[int], event_means: dict
             gen = torch.Generator(device=device).manual_seed(seed)
             with_e, _, _ = rollout(model, g["frames"][:, :c], g["actions"], events, horizon, gen)
             gap = psnr(with_e[:, -1], real[:, -1]) - p_without
-            entry["dpsnr_16" if split == "seen" else "dpsnr_16_heldout"] = round(float(gap.mean()), 4)
+            entry[key[split]] = round(float(gap.mean()), 4)
             if split == "seen" and len(rows) < 12:
                 show = [h - 1 for h in (1, 4, 8, 16) if h <= horizon]
                 rows += [real[0, show], with_e[0, show], without[0, show]]
+        if "heldout_understood" in banks and name in banks["heldout"]:
+            entry["heldout_understood"] = (f"{len(banks['heldout_understood'].get(name, ()))}"
+                                           f"/{len(banks['heldout'][name])}")
         per_event[name] = entry
     result: dict[str, Any] = {"horizon": horizon, "per_event": per_event}
-    for key in ("dpsnr_16", "dpsnr_16_heldout"):
+    for k in key.values():
         for kind in ("look", "dynamics"):
-            vals = [e[key] for e in per_event.values() if key in e and e["kind"] == kind]
-            result[f"mean_{key}_{kind}"] = round(float(np.mean(vals)), 4) if vals else None
+            vals = [e[k] for e in per_event.values() if k in e and e["kind"] == kind]
+            result[f"mean_{k}_{kind}"] = round(float(np.mean(vals)), 4) if vals else None
     if not per_event:
         result["note"] = "no event onsets in the held-out episodes (record with --events random)"
     return result, rows

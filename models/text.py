@@ -136,6 +136,12 @@ class TextEncoder:
             self._thread.start()
         return self._thread
 
+    def remember(self, texts: list[str], vectors: np.ndarray) -> None:
+        """Seed the cache with known embeddings (N, 384), e.g. bank rows, so `encode` of those
+        texts never loads the model."""
+        for t, v in zip(texts, np.asarray(vectors, np.float32)):
+            self._cache[t] = v
+
     def encode(self, texts: list[str]) -> np.ndarray:
         """(N, 384) float32 unit-norm embeddings; repeated texts come from a cache."""
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]

@@ -70,6 +70,20 @@ def test_heldout_paraphrases_nearly_all_understood(matcher):
     assert hits >= 0.85 * len(cases), f"{hits}/{len(cases)}"
 
 
+def test_eval_picks_the_heldout_wordings_the_console_acts_on(matcher):
+    """event_fidelity's play-path figure uses the wordings the live console starts the event for;
+    its bank-seeded matcher must agree with the one that runs the encoder."""
+    from models.event_fidelity import understood_rows
+
+    understood = understood_rows(load_event_bank("heldout"))
+    texts = load_event_prompts("heldout")
+    for name, rows in understood.items():
+        live = [i for i, t in enumerate(texts[name]) if (matcher.match(t).action, matcher.match(t).event)
+                == ("start", name)]
+        assert list(rows) == live, name
+    assert sum(map(len, understood.values())) >= 0.85 * sum(map(len, texts.values()))
+
+
 @pytest.mark.parametrize("prompt", [
     "what is the capital of france", "buy milk and eggs", "asdfghjkl", "🎉🎉🎉",
     "destroy all bricks", "paint the bricks red",  # close in wording to rebuild_wall: decoys catch them

@@ -164,7 +164,8 @@ def test_eval_writes_json_and_pngs(trained: Path, data: Path, tmp_path: Path) ->
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_eval_event_fidelity(trained: Path, data: Path, tmp_path: Path) -> None:
+def test_eval_event_fidelity(trained: Path, data: Path, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
     run = load_run(trained)
     assert run.config["events"]["trained"]  # the model was conditioned on the recorded events
     out = tmp_path / "ev.json"
@@ -176,8 +177,14 @@ def test_eval_event_fidelity(trained: Path, data: Path, tmp_path: Path) -> None:
     for entry in events["per_event"].values():
         assert entry["onsets"] >= 1 and entry["kind"] in ("look", "dynamics")
         assert isinstance(entry["dpsnr_16"], float) and isinstance(entry["dpsnr_16_heldout"], float)
+        # The play-path figure: only the held-out wordings the console's matcher acts on.
+        understood, total = map(int, entry["heldout_understood"].split("/"))
+        assert 0 < understood <= total
+        assert isinstance(entry["dpsnr_16_heldout_understood"], float)
     # Conditioning reaches the frames: with and without the event differ somewhere.
     assert any(e["dpsnr_16"] != 0 for e in events["per_event"].values())
+    few = [k for k, e in events["per_event"].items() if e["onsets"] < 8]
+    assert bool(few) == ("few held-out onsets" in capsys.readouterr().out), few
     assert (tmp_path / "ev_events.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -382,5 +382,9 @@ def run(args: argparse.Namespace) -> int:
     if args.events:
         ev = out["events"]
         print(f"  events: {ev.get('note') or {k: v for k, v in ev.items() if k.startswith('mean_')}}")
+        few = sorted(f"{k} {e['onsets']}" for k, e in (ev.get("per_event") or {}).items() if e["onsets"] < 8)
+        if few:  # one onset can swing an event's figure by several dB
+            print(f"  note: few held-out onsets ({', '.join(few)}); those events' figures are rough. "
+                  "Evaluate on more episodes recorded with --events random.")
     print(f"wrote {json_path}, {stem}_horizons.png, {stem}_strip.png")
     return 0

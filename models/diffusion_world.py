@@ -240,14 +240,12 @@ class DiffusionWorldModel(nn.Module):
             return context
         frames = batch.frames[pick][:, -(c + k + 1):]  # (b, C+K+1, 3, H, W)
         actions, events = batch.actions[pick][:, -(c + k):], batch.events[pick][:, -(c + k):]
-        cfg = self.samplers[self.sampler_name]
-        seq = frames[:, :c]
-        for p in range(c, c + k):  # draw frame p from the C frames before it
-            noise = initial_noise(tuple(frames[:, 0].shape), cfg, frames.device, None)
-            frame, _ = self.generate(seq[:, -c:], actions[:, p - c:p], events[:, p - 1], noise)
-            seq = torch.cat([seq, frame[:, None].to(seq.dtype)], dim=1)
+        # Exactly the play step: frame p is drawn from the C frames before it.
+        state = self.start(frames[:, :c], actions[:, : c - 1])
+        for p in range(c, c + k):
+            state, _ = self.advance(state, actions[:, p - 1], events[:, p - 1])
         out = context.clone()
-        out[pick] = seq[:, -c:].to(out.dtype)
+        out[pick] = state.frames.to(out.dtype)
         return out
 
     # --------------------------------------------------------------------------------- play

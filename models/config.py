@@ -140,20 +140,41 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+RUN_ONLY_KEYS = ("format_version", "data", "events", "stats")
+
+
+def run_recipe(raw: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved config.yaml as a config file: the model and train sections it was trained
+    with, its game by name. What the run learned from (data, events, stats) is not a setting.
+    Config files pass through unchanged."""
+    if "format_version" not in raw:
+        return raw
+    out = {k: v for k, v in raw.items() if k not in RUN_ONLY_KEYS}
+    if isinstance(out.get("game"), dict):
+        out["game"] = out["game"].get("name")
+    return out
+
+
 def resolve_config(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
     """Read a config file, select its preset and apply overrides.
 
     File layout: top-level keys (`game`, `family`, `preset`, shared sections) plus `presets:
     {tiny: {...}, small: {...}, base: {...}}`; the chosen preset is merged over the shared
-    sections. `--set preset=tiny` picks another preset.
+    sections. `--set preset=tiny` picks another preset. `path` may also be a run directory or
+    its config.yaml: training goes on with the recipe that run was trained with.
     """
-    raw = load_yaml(path)
+    if Path(path).is_dir():  # a run directory: its config.yaml
+        path = Path(path) / "config.yaml"
+    raw = run_recipe(load_yaml(path))
     preset_overrides = [o for o in overrides if o.startswith("preset=")]
     rest = [o for o in overrides if not o.startswith("preset=")]
     presets = raw.pop("presets", {}) or {}
     name = raw.get("preset", "small")
     for item in preset_overrides:
         name = item.split("=", 1)[1].strip()
+    if not presets and preset_overrides and name != raw.get("preset", "small"):
+        raise ConfigError(f"{path} has no presets to choose from (a run's config is one preset, "
+                          f"{raw.get('preset')!r}); leave out --set preset or use a config file")
     if presets:
         if name not in presets:
             raise ConfigError(f"unknown preset '{name}' in {path}; choose one of {', '.join(presets)}")

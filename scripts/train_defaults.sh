@@ -7,6 +7,10 @@
 # usage: bash scripts/train_defaults.sh OUT_DIR [TRAIN_SECONDS] [WORKERS]
 # 1800 (30 min per model) is the budget meant for the shipped defaults; checkpoints/README.md
 # says how the models shipped today were trained.
+# FROM=checkpoints: go on training the shipped diffusion models instead of starting afresh, each
+#   with the recipe it was trained with (`fit --config checkpoints/NAME --init checkpoints/NAME`),
+#   batch FT_BATCH (default 64) at lr FT_LR (default 1e-4); the autoregressive model is left out.
+#   A few minutes of GPU time then add more steps than hours of CPU training.
 set -uo pipefail
 OUT=${1:?usage: train_defaults.sh OUT_DIR [TRAIN_SECONDS] [WORKERS]}
 SECS=${2:-360}   # seconds of training per model
@@ -34,21 +38,31 @@ python train.py collect --game carracing --policy scripted --episodes $CAR_EPISO
 python train.py info --data "$DATA/breakout" | sed -n 1,6p
 python train.py info --data "$DATA/carracing" | sed -n 1,6p
 
-fit() {  # name config data
+fit() {  # name config data extra-args
   # SIGINT at the budget: fit stops after the current step and saves the run (constant LR after
   # warm-up, so a cut run is a finished run).
   timeout -s INT "$SECS" python train.py fit --config "$2" --data "$3" --out "$RUNS/$1" \
-    --device $DEVICE --no-progress --set preset=$PRESET $4 > "$OUT/fit-$1.log" 2>&1
+    --device $DEVICE --no-progress $4 > "$OUT/fit-$1.log" 2>&1
   log "fit $1 exited $?"; tail -3 "$OUT/fit-$1.log"
 }
 log "train for $SECS s"
-fit breakout-diffusion assets/configs/breakout-diffusion.yaml "$DATA/breakout" "" &
-fit carracing-diffusion assets/configs/carracing-diffusion.yaml "$DATA/carracing" "" &
-fit breakout-autoregressive assets/configs/breakout-autoregressive.yaml "$DATA/breakout" "${AR_SET:-}" &
+if [ "${FROM:-}" = checkpoints ]; then
+  MODELS="breakout-diffusion carracing-diffusion"
+  FT="--set train.batch_size=${FT_BATCH:-64} --set train.lr=${FT_LR:-1e-4} --set train.warmup_steps=100"
+  FT="$FT --set train.num_workers=4 --set train.checkpoint_every=1000"
+  [ "$SCALE" = tiny ] && FT="--set train.num_workers=0 --steps 4"
+  fit breakout-diffusion checkpoints/breakout-diffusion "$DATA/breakout" "--init checkpoints/breakout-diffusion $FT" &
+  fit carracing-diffusion checkpoints/carracing-diffusion "$DATA/carracing" "--init checkpoints/carracing-diffusion $FT" &
+else
+  MODELS="breakout-diffusion carracing-diffusion breakout-autoregressive"
+  fit breakout-diffusion assets/configs/breakout-diffusion.yaml "$DATA/breakout" "--set preset=$PRESET" &
+  fit carracing-diffusion assets/configs/carracing-diffusion.yaml "$DATA/carracing" "--set preset=$PRESET" &
+  fit breakout-autoregressive assets/configs/breakout-autoregressive.yaml "$DATA/breakout" "--set preset=$PRESET ${AR_SET:-}" &
+fi
 wait
 
 # Export first (weights + config per run), so a machine lost during the benchmarks loses nothing.
-for run in breakout-diffusion carracing-diffusion breakout-autoregressive; do
+for run in $MODELS; do
   cp "$RUNS/$run/model.safetensors" "$OUT/$run.safetensors" 2>/dev/null
   cp "$RUNS/$run/config.yaml" "$OUT/config-$run.yaml" 2>/dev/null
 done
@@ -60,7 +74,7 @@ log "bench"
 # depend on the weights) through the same NeuralSimulator path, every sampler preset.
 python benchmarks/diffusion_speed.py --preset base --device $DEVICE --frames 500 --repeat 2 \
   --json "$OUT/bench-base.json" 2>&1 | tail -8
-for run in breakout-diffusion carracing-diffusion breakout-autoregressive; do
+for run in $MODELS; do
   python train.py bench --checkpoint "$RUNS/$run" --device $DEVICE --frames 300 --json "$OUT/bench-$run.json" 2>&1 | tail -6
 done
 

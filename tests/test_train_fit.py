@@ -349,3 +349,19 @@ def test_event_noise_keeps_each_vector_a_unit_vector_near_its_paraphrase(data: P
     assert torch.equal(noisy.batch(2).events, out.events)  # still a pure function of the index
     with pytest.raises(ConfigError, match="event_noise"):
         TrainConfig.parse({"event_noise": -1})
+
+
+def test_a_run_is_a_config_for_fine_tuning_with_its_recipe(trained: Path, data: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # --config RUN takes the model and train sections the run was saved with (holdout 0.5 here,
+    # not the file's 0.1) and --init its weights; what it learned from is not a setting.
+    out = tmp_path / "again"
+    assert train.main(["fit", "--config", str(trained), "--init", str(trained), "--data", str(data),
+                       "--out", str(out), "--steps", "3", "--device", "cpu", "--no-progress"]) == 0
+    saved = load_run(out).config
+    assert saved["train"]["holdout_fraction"] == 0.5 and saved["stats"]["step"] == 3
+    assert saved["model"] == load_run(trained).config["model"]
+    capsys.readouterr()
+    assert train.main(["fit", "--config", str(trained), "--data", str(data), "--out", str(tmp_path / "x"),
+                       "--set", "preset=base", "--device", "cpu", "--no-progress"]) == 2
+    assert "has no presets" in capsys.readouterr().err

@@ -23,7 +23,10 @@ examples:
   python train.py fit --config assets/configs/breakout-diffusion.yaml --data data/breakout --out runs/bk \\
       --set preset=tiny --steps 50 --device cpu
   python train.py fit --config assets/configs/breakout-diffusion.yaml --data data/breakout --out runs/bk --resume
-  python train.py fit ... --set train.lr=1e-4 --set model.unet.cond_dim=64"""
+  python train.py fit ... --set train.lr=1e-4 --set model.unet.cond_dim=64
+  # go on training the shipped model on your own recordings, with the recipe it was trained with:
+  python train.py fit --config checkpoints/breakout-diffusion --init checkpoints/breakout-diffusion \
+      --data data/mine --out runs/mine"""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,7 +34,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("fit", help=HELP, description=DESCRIPTION, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, metavar="YAML",
-                   help="model config, e.g. assets/configs/breakout-diffusion.yaml")
+                   help="model config, e.g. assets/configs/breakout-diffusion.yaml, or a run "
+                        "directory: the model and training settings that run was trained with")
     p.add_argument("--data", required=True, metavar="DIR", help="recordings (train.py collect / play.py --record)")
     p.add_argument("--out", required=True, metavar="RUN", help="run directory to create (or resume)")
     p.add_argument("--steps", type=int, metavar="N",

@@ -279,12 +279,15 @@ class WindowSampler:
             (MiniLM cosine to the event's mean: 0.53-0.66 for held-out wordings, 0.69-0.79 for
             training ones); noise teaches the event projection to answer the shared direction
             of a cluster rather than each training paraphrase. cos(v', v) ~ 1 / sqrt(1 + s^2).
+        event_focus: event name -> relative weight of its change windows within the
+            `event_change_fraction` share (others 1; a window where several events change takes
+            the largest). Aims the change windows at the events a model still gets wrong.
     """
 
     def __init__(self, recs: Recordings, episodes: list[int], window: int, batch_size: int,
                  event_bank: dict[str, np.ndarray], event_dropout: float = 0.0,
                  seed: int = 0, rank: int = 0, event_change_fraction: float = 0.0,
-                 event_noise: float = 0.0) -> None:
+                 event_noise: float = 0.0, event_focus: dict[str, float] | None = None) -> None:
         self.recs, self.window, self.batch_size = recs, window, batch_size
         self.event_noise = event_noise
         self.event_dropout, self.seed, self.rank = event_dropout, seed, rank
@@ -299,7 +302,17 @@ class WindowSampler:
                 f"{longest} steps; record longer episodes or shorten the model's context")
         counts = np.array([recs.episodes[i].num_steps - window + 1 for i in self.episodes])
         self.cum = np.cumsum(counts)
-        self.change_windows = self._change_windows() if event_change_fraction > 0 else np.zeros(0, np.int64)
+        unknown = sorted(set(event_focus or {}) - set(recs.event_names))
+        if unknown:
+            raise UserError(f"train.event_focus names {unknown[0]!r}, which is not an event of this "
+                            f"dataset's game; choose from {', '.join(recs.event_names)}")
+        focus = np.array([float((event_focus or {}).get(n, 1.0)) for n in recs.event_names])
+        windows: tuple[np.ndarray, np.ndarray] = (self._change_windows(focus) if event_change_fraction > 0
+                                                  else (np.zeros(0, np.int64), np.zeros(0)))
+        self.change_windows, weights = windows
+        # None when every weight is 1: the plain uniform draw, so batches of runs without a
+        # focus stay what they were (resume is bit-exact across versions).
+        self.change_p = weights / weights.sum() if len(weights) and (weights != 1).any() else None
         # Paraphrase banks stacked (E, Pmax, D) with per-event counts, for vectorised draws.
         names = recs.event_names
         self.num_paraphrases = np.array([len(event_bank[n]) for n in names], np.int64)
@@ -312,19 +325,27 @@ class WindowSampler:
     def num_windows(self) -> int:
         return int(self.cum[-1])
 
-    def _change_windows(self) -> np.ndarray:
-        """Flat indices of the windows whose T steps do not all have the same active events."""
-        found, offset = [], 0
+    def _change_windows(self, focus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indices of the windows whose T steps do not all have the same active events, and
+        each one's weight: the largest `focus` (E,) among the events that change inside it."""
+        found, weights, offset = [], [], 0
         for i, count in zip(self.episodes, np.diff(self.cum, prepend=0)):
             events = self.recs.episodes[i].events  # (N, E)
             if events.size:
-                changed = np.flatnonzero((events[1:] != events[:-1]).any(1)) + 1  # step c differs from c-1
-                # Window s covers steps s .. s+T-1: it straddles the change at c when s < c <= s+T-1.
-                spans = [np.arange(max(int(c) - self.window + 1, 0), int(c)) for c in changed]
-                starts = np.unique(np.concatenate(spans or [np.zeros(0, np.int64)]))
-                found.append(offset + starts[starts < count])
+                flips = events[1:] != events[:-1]  # (N-1, E)
+                changed = np.flatnonzero(flips.any(1)) + 1  # step c differs from c-1
+                best = np.zeros(int(count))
+                for c in changed:
+                    # Window s covers steps s .. s+T-1: it straddles the change at c when s < c <= s+T-1.
+                    lo, hi = max(int(c) - self.window + 1, 0), min(int(c), int(count))
+                    best[lo:hi] = np.maximum(best[lo:hi], focus[flips[c - 1]].max())
+                starts = np.flatnonzero(best > 0)
+                found.append(offset + starts)
+                weights.append(best[starts])
             offset += int(count)
-        return np.concatenate(found) if found else np.zeros(0, np.int64)
+        if not found:
+            return np.zeros(0, np.int64), np.zeros(0)
+        return np.concatenate(found), np.concatenate(weights)
 
     def batch(self, index: int) -> RawBatch:
         """Batch number `index` of this sampler's stream (deterministic)."""
@@ -333,7 +354,10 @@ class WindowSampler:
         flat = rng.integers(0, self.num_windows, size=B)
         if self.event_change_fraction > 0 and len(self.change_windows):
             pick = rng.random(B) < self.event_change_fraction
-            flat[pick] = self.change_windows[rng.integers(0, len(self.change_windows), size=int(pick.sum()))]
+            k = int(pick.sum())
+            drawn = (rng.integers(0, len(self.change_windows), size=k) if self.change_p is None
+                     else rng.choice(len(self.change_windows), size=k, p=self.change_p))
+            flat[pick] = self.change_windows[drawn]
         which = np.searchsorted(self.cum, flat, side="right")
         starts = flat - np.concatenate([[0], self.cum[:-1]])[which]
         E = len(self.recs.event_names)

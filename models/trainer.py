@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,9 @@ class TrainConfig:
     event_noise: float = 0.0
     """Largest noise-to-signal norm ratio of the Gaussian noise added to each drawn paraphrase
     embedding before renormalising (data.WindowSampler); 0 = off."""
+    event_focus: dict[str, float] = field(default_factory=dict)
+    """Event name -> relative weight of its change windows (data.WindowSampler), e.g.
+    {sunset: 4} while a model still draws sunset as night; other events 1."""
     stages: tuple[str, ...] = ()
     """Named stages run in order via model.set_stage(name), each with a fresh optimizer."""
     stage_steps: tuple[int, ...] = ()
@@ -90,6 +93,9 @@ class TrainConfig:
             raise ConfigError("train.event_change_fraction must be in [0, 1]")
         if not 0 <= cfg.event_noise <= 4:
             raise ConfigError("train.event_noise must be in [0, 4] (a noise-to-signal norm ratio)")
+        if any(not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 <= w <= 100
+               for w in cfg.event_focus.values()):
+            raise ConfigError("train.event_focus maps event names to weights in [0, 100], e.g. {sunset: 4}")
         return cfg
 
     @property
@@ -144,7 +150,8 @@ class Trainer:
         window = int(wm.train_window)
         self.sampler = WindowSampler(recs, train, window, self.cfg.batch_size, event_bank,
                                      self.cfg.event_dropout, self.cfg.seed, self.dist.rank,
-                                     self.cfg.event_change_fraction, self.cfg.event_noise)
+                                     self.cfg.event_change_fraction, self.cfg.event_noise,
+                                     self.cfg.event_focus)
         self.held_batches: list[RawBatch] = []
         if held and any(recs.episodes[i].num_steps >= window for i in held):
             held_sampler = WindowSampler(recs, held, window, min(self.cfg.batch_size, 16), event_bank,

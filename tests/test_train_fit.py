@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 import train
 from engine.dataset import Recorder, open_dataset
+from engine.errors import UserError
 from engine.games import make_simulator
 from models.checkpoint import load_run
 from models.config import ConfigError, resolve_config
@@ -269,6 +270,30 @@ def test_event_change_windows_are_oversampled(data: Path) -> None:
              for s in (plain, boosted)]
     assert share[1] >= 0.4 and share[1] > share[0] + 0.2, share
     assert torch.equal(boosted.batch(5).frames, boosted.batch(5).frames)  # still a pure function of the index
+
+    # event_focus aims the change windows at one event; others keep weight 1, unknown names fail.
+    changes = [n for n in recs.event_names
+               if any((e.events[1:, j] != e.events[:-1, j]).any() for e in recs.episodes
+                      for j in [recs.event_names.index(n)])]
+    target = changes[0]
+    focused = WindowSampler(recs, eps, 4, 64, bank, event_dropout=0.0, seed=3, event_change_fraction=1.0,
+                            event_focus={target: 20.0})
+    even = WindowSampler(recs, eps, 4, 64, bank, event_dropout=0.0, seed=3, event_change_fraction=1.0)
+    col = recs.event_names.index(target)
+
+    def target_share(s: WindowSampler) -> float:
+        flips = []
+        for k in range(8):
+            b = s.batch(k)
+            mean = bank[target].mean(0)
+            on = (b.events.numpy() @ mean / (np.linalg.norm(mean) ** 2)) > 0.5  # (B, T) target active
+            flips.append((on != on[:, :1]).any(1))
+        return float(np.concatenate(flips).mean())
+
+    assert focused.change_p is not None and even.change_p is None and col >= 0
+    assert target_share(focused) > target_share(even) + 0.2, (target, target_share(focused), target_share(even))
+    with pytest.raises(UserError, match="event_focus names 'volcano'"):
+        WindowSampler(recs, eps, 4, 64, bank, event_change_fraction=0.5, event_focus={"volcano": 2.0})
 
 
 def test_eval_finds_the_heldout_split_of_moved_data(trained: Path, data: Path, tmp_path: Path) -> None:

@@ -74,6 +74,10 @@ log "bench"
 # depend on the weights) through the same NeuralSimulator path, every sampler preset.
 python benchmarks/diffusion_speed.py --preset base --device $DEVICE --frames 500 --repeat 2 \
   --json "$OUT/bench-base.json" 2>&1 | tail -8
+if [ "$SCALE" != tiny ]; then  # the 3-step target with fused kernels too (compiles for a minute or two)
+  timeout 300 python benchmarks/diffusion_speed.py --preset base --device $DEVICE --sampler quality \
+    --compile --frames 500 --repeat 2 --json "$OUT/bench-base-compiled.json" 2>&1 | tail -4
+fi
 for run in $MODELS; do
   python train.py bench --checkpoint "$RUNS/$run" --device $DEVICE --frames 300 --json "$OUT/bench-$run.json" 2>&1 | tail -6
 done

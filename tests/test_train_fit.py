@@ -386,7 +386,13 @@ def test_a_run_is_a_config_for_fine_tuning_with_its_recipe(trained: Path, data: 
     saved = load_run(out).config
     assert saved["train"]["holdout_fraction"] == 0.5 and saved["stats"]["step"] == 3
     assert saved["model"] == load_run(trained).config["model"]
+    # A run as its own --config on --resume keeps every training setting it had.
     capsys.readouterr()
+    assert train.main(["fit", "--config", str(out), "--data", str(data), "--out", str(out), "--resume",
+                       "--steps", "4", "--device", "cpu", "--no-progress"]) == 0
+    stdout = capsys.readouterr().out
+    assert "resuming" in stdout and "other training settings" not in stdout
+    assert load_run(out).config["stats"]["step"] == 4
     assert train.main(["fit", "--config", str(trained), "--data", str(data), "--out", str(tmp_path / "x"),
                        "--set", "preset=base", "--device", "cpu", "--no-progress"]) == 2
     assert "has no presets" in capsys.readouterr().err

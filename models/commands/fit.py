@@ -23,6 +23,7 @@ examples:
   python train.py fit --config assets/configs/breakout-diffusion.yaml --data data/breakout --out runs/bk \\
       --set preset=tiny --steps 50 --device cpu
   python train.py fit --config assets/configs/breakout-diffusion.yaml --data data/breakout --out runs/bk --resume
+  python train.py fit --config runs/bk --data data/breakout --out runs/bk --resume   # same settings as last time
   python train.py fit ... --set train.lr=1e-4 --set model.unet.cond_dim=64
   # go on training the shipped model on your own recordings, with the recipe it was trained with:
   python train.py fit --config checkpoints/breakout-diffusion --init checkpoints/breakout-diffusion \
@@ -43,7 +44,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
                    help="auto: the GPU if there is one, else the CPU with a warning (default)")
     p.add_argument("--resume", action="store_true",
-                   help="continue RUN from its last checkpoint (training settings come from --config and --set; a note names any that changed)")
+                   help="continue RUN from its last checkpoint (training settings come from --config and --set; "
+                        "a note names any that changed; --config RUN keeps the run's own)")
     p.add_argument("--init", metavar="RUN",
                    help="start from the weights of another run of the same model (fine-tune a shipped "
                         "checkpoint on your own recordings); the optimizer starts fresh")

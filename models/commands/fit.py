@@ -219,7 +219,8 @@ def run(args: argparse.Namespace) -> int:
 
         tdist.destroy_process_group()
     if not trainer.finished:
-        print(f"stopped early; continue with: python train.py fit ... --out {args.out} --resume")
+        print(f"stopped early; continue with: python train.py fit --config {args.out} --data {args.data} "
+              f"--out {args.out} --resume")
         return 130
     return 0
 

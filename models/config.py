@@ -147,10 +147,10 @@ def run_recipe(raw: dict[str, Any]) -> dict[str, Any]:
     """A run's saved config.yaml as a config file: the model and train sections it was trained
     with, its game by name. What the run learned from (data, events, stats) is not a setting.
     Config files pass through unchanged."""
-    if "format_version" not in raw:
+    if "format_version" not in raw and not isinstance(raw.get("game"), dict):
         return raw
     out = {k: v for k, v in raw.items() if k not in RUN_ONLY_KEYS}
-    if isinstance(out.get("game"), dict):
+    if isinstance(out.get("game"), dict):  # a run stores the whole GameSpec
         out["game"] = out["game"].get("name")
     return out
 
@@ -164,7 +164,9 @@ def resolve_config(path: str | Path, overrides: list[str] = ()) -> dict[str, Any
     its config.yaml: training goes on with the recipe that run was trained with.
     """
     if Path(path).is_dir():  # a run directory: its config.yaml
-        path = Path(path) / "config.yaml"
+        from models.checkpoint import CONFIG_FILE  # torch-heavy module: only for runs
+
+        path = Path(path) / CONFIG_FILE
     raw = run_recipe(load_yaml(path))
     preset_overrides = [o for o in overrides if o.startswith("preset=")]
     rest = [o for o in overrides if not o.startswith("preset=")]

@@ -126,8 +126,9 @@ def load_config(args: argparse.Namespace) -> dict[str, Any]:
 def check_resume(config: dict[str, Any], saved: dict[str, Any], run_dir: str) -> None:
     """A resumed run must keep its family, game and model; the train section may change."""
     from engine.errors import UserError
+    from models.config import run_recipe
 
-    game = saved.get("game", {}).get("name") if isinstance(saved.get("game"), dict) else saved.get("game")
+    game = run_recipe(saved).get("game")
     if config.get("game") and game and str(config["game"]).lower() != game:
         raise UserError(f"{run_dir} trains {game}, but --config is for {config['game']}")
     if config.get("family") != saved.get("family"):

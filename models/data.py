@@ -304,8 +304,8 @@ class WindowSampler:
         self.cum = np.cumsum(counts)
         unknown = sorted(set(event_focus or {}) - set(recs.event_names))
         if unknown:
-            raise UserError(f"train.event_focus names {unknown[0]!r}, which is not an event of this "
-                            f"dataset's game; choose from {', '.join(recs.event_names)}")
+            raise UserError(f"train.event_focus names {unknown[0]!r}, which is no known event; "
+                            f"choose from {', '.join(recs.event_names)}")
         focus = np.array([float((event_focus or {}).get(n, 1.0)) for n in recs.event_names])
         windows: tuple[np.ndarray, np.ndarray] = (self._change_windows(focus) if event_change_fraction > 0
                                                   else (np.zeros(0, np.int64), np.zeros(0)))

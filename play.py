@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--sampler", metavar="PRESET", help="neural sampler preset (e.g. fast, quality)")
     show.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
                       help="where the world model runs (default auto: cuda if available, else cpu)")
+    show.add_argument("--event-conditioning", choices=("nearest", "prompt"), default="nearest",
+                      help="what a world model is conditioned on for a typed event: the trained "
+                           "wording nearest to the prompt (default) or the prompt's own embedding")
     return p
 
 
@@ -135,14 +138,14 @@ def _make_real(args: argparse.Namespace, spec: Any) -> Any:
     return build
 
 
-def _open_console(spec: Any, sim: Any) -> Any:
+def _open_console(spec: Any, sim: Any, conditioning: str = "nearest") -> Any:
     """The world-event console when engine/console.py is present; play goes on without it."""
     try:
         from engine import console as console_mod
     except ImportError:
         return None
     try:
-        return console_mod.Console(spec=spec, sim=sim)
+        return console_mod.Console(spec=spec, sim=sim, conditioning=conditioning)
     except Exception as err:  # noqa: BLE001 - events are optional; never block play
         print(f"warning: world-event console unavailable ({err})", file=sys.stderr)
         return None
@@ -186,7 +189,7 @@ def play(args: argparse.Namespace) -> int:
             shape = (64, 64) if neural else ((96, 96) if spec.family == "carracing" else (210, 160))
             title = f"Neural Arcade - {spec.name} ({'neural' if neural else 'real'})"
             display = Display(DisplayConfig(title=title, scale=args.scale), shape)
-            console = _open_console(spec, sim)
+            console = _open_console(spec, sim, args.event_conditioning)
             if spec.audio_rate > 0 and not args.no_audio:
                 from engine.audio import AudioConfig, AudioOut
 

@@ -25,6 +25,7 @@ from models.text import clean_prompt  # light: torch and the encoder load on the
 MAX_PROMPT_CHARS = 200
 LOG_LINES = 4
 NOTICE_SECONDS = 6.0
+CONDITIONING = ("nearest", "prompt")
 
 
 class Console:
@@ -36,11 +37,18 @@ class Console:
             without events) makes the console say so instead of pretending.
         encoder: a models.text.TextEncoder to use (default: the offline all-MiniLM-L6-v2).
         start_worker: False builds no matcher (tests of the widget alone).
+        conditioning: what a started event carries as its embedding for a world model:
+            "nearest" the training paraphrase nearest to the prompt (the default: an unseen
+            wording then acts as strongly as the trained one it resembles), "prompt" the
+            prompt's own embedding (to measure how the model itself generalises).
     """
 
     def __init__(self, spec: GameSpec | None = None, sim: Any = None, *, encoder: Any = None,
                  events_supported: bool | None = None, start_worker: bool = True,
-                 font_size: int = 18) -> None:
+                 font_size: int = 18, conditioning: str = "nearest") -> None:
+        if conditioning not in CONDITIONING:
+            raise ValueError(f"conditioning must be one of {CONDITIONING}, not {conditioning!r}")
+        self.conditioning = conditioning
         self.spec = spec if spec is not None else getattr(sim, "spec", None)
         self.game = self.spec.name if self.spec is not None else None
         if events_supported is None:
@@ -247,7 +255,9 @@ class Console:
         elif r.action == "start":
             again = r.event in self._active
             self._active.pop(r.event, None)  # a restart moves it to the end, with the new prompt
-            self._active[r.event] = WorldEvent(r.event, r.prompt, float(r.similarity), r.embedding)
+            use_anchor = self.conditioning == "nearest" and r.anchor is not None
+            emb = r.anchor if use_anchor else r.embedding
+            self._active[r.event] = WorldEvent(r.event, r.prompt, float(r.similarity), emb)
             self._say(f"{r.event} {'restarted' if again else 'started'} ({r.similarity:.2f})")
         elif r.action == "end":
             if self._active.pop(r.event, None) is not None:

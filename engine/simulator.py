@@ -49,8 +49,9 @@ class WorldEvent:
     similarity: float = 1.0
     """Cosine similarity between the prompt and the event it was understood as."""
     embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
-    """(384,) unit sentence embedding of `prompt` (filled by the console); world models are
-    conditioned on it. None: the model looks the event's name up in its own paraphrase bank."""
+    """(384,) unit sentence embedding that world models are conditioned on, filled by the console:
+    that of the training paraphrase nearest to `prompt`, or of `prompt` itself (Console
+    `conditioning`). None: the model looks the event's name up in its own paraphrase bank."""
 
 
 @dataclass

@@ -9,7 +9,11 @@ model never saw, to measure generalisation to new wordings. In play a wording re
 only when the console's matcher acts on it (models.text.EventMatcher; it refuses e.g. "a
 pea-souper rolls over everything", whose nearest phrasing is too far), so the held-out figure
 is also given over the wordings the console understands as the event
-(`dpsnr_16_heldout_understood`, with `heldout_understood` = "k/n" wordings).
+(`dpsnr_16_heldout_understood`, with `heldout_understood` = "k/n" wordings), with their own
+embeddings as the model input. `dpsnr_16_heldout_console` is what a player typing each held-out
+wording gets by default: the model conditioned on the nearest training paraphrase of the event
+the console understood (engine.console `conditioning="nearest"`), and no change at all
+(0 dB) for a wording the console does not act on.
 """
 
 from __future__ import annotations
@@ -53,16 +57,22 @@ def paraphrase_banks(checkpoint_bank: dict[str, np.ndarray]) -> dict[str, dict[s
         print(f"note: paraphrase bank unavailable ({err}); using the checkpoint's event vectors")
         return banks
     try:
-        understood = understood_rows(banks["heldout"])
+        understood, anchors = console_rows(banks["heldout"])
     except Exception as err:  # the matcher needs the encoder when the bank is stale
         print(f"note: console matching unavailable ({err}); held-out figures cover every wording")
         return banks
     banks["heldout_understood"] = {n: banks["heldout"][n][rows] for n, rows in understood.items() if len(rows)}
+    banks["heldout_console"] = anchors
     return banks
 
 
-def understood_rows(heldout: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Event name -> indices of its held-out wordings that the console's matcher starts it for."""
+def console_rows(heldout: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """What the console makes of each held-out wording.
+
+    Returns (understood, anchors): event name -> indices of its held-out wordings that the
+    console's matcher starts it for; and name -> (P, 384) the vector play conditions on for
+    each wording (models.text.MatchResult.anchor), zeros where the console does nothing with it.
+    """
     from models.text import EventMatcher, TextEncoder, load_event_prompts, read_bank
 
     texts = load_event_prompts("heldout")
@@ -71,11 +81,14 @@ def understood_rows(heldout: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for name, rows in heldout.items():
         encoder.remember(texts[name], rows)
     matcher = EventMatcher(encoder)
-    out = {}
-    for name in heldout:
-        hits = [(m.action, m.event) == ("start", name) for m in map(matcher.match, texts[name])]
-        out[name] = np.flatnonzero(hits)
-    return out
+    understood, anchors = {}, {}
+    for name, rows in heldout.items():
+        matches = [matcher.match(t) for t in texts[name]]
+        hits = [(m.action, m.event) == ("start", name) for m in matches]
+        understood[name] = np.flatnonzero(hits)
+        anchors[name] = np.stack([m.anchor if hit and m.anchor is not None else np.zeros_like(rows[0])
+                                  for m, hit in zip(matches, hits)]).astype(np.float32)
+    return understood, anchors
 
 
 @torch.no_grad()
@@ -94,7 +107,8 @@ def event_fidelity(model: Any, recs: Any, episodes: list[int], event_means: dict
     names = recs.event_names
     means = np.stack([event_means.get(n, np.zeros(384, np.float32)) for n in names]) if names else None
     banks = paraphrase_banks(event_means)
-    key = {"seen": "dpsnr_16", "heldout": "dpsnr_16_heldout", "heldout_understood": "dpsnr_16_heldout_understood"}
+    key = {"seen": "dpsnr_16", "heldout": "dpsnr_16_heldout", "heldout_understood": "dpsnr_16_heldout_understood",
+           "heldout_console": "dpsnr_16_heldout_console"}
     per_event: dict[str, Any] = {}
     rows: list[torch.Tensor] = []
     for col, name in enumerate(names):

@@ -231,6 +231,10 @@ class MatchResult:
     """(384,) unit embedding of the prompt."""
     nearest: tuple[tuple[str, float], ...] = ()
     """The 3 nearest events with their similarity (filled for every result)."""
+    anchor: np.ndarray | None = None
+    """(384,) unit embedding of the training paraphrase of `event` nearest to the prompt (starts
+    only). World models see exactly these vectors in training, so conditioning on the anchor
+    gives an unseen wording the response of the trained wording it is closest to."""
 
     def describe(self) -> str:
         """One line for the console."""
@@ -326,4 +330,8 @@ class EventMatcher:
         if (action in ("start", "end") and event is not None and self.game is not None
                 and not self.catalog.events[event].applies_to(self.game)):
             return MatchResult("not_applicable", event, float(sim), text, q, nearest)
-        return MatchResult(action, event, float(sim), text, q, nearest)
+        anchor = None
+        if action == "start":
+            rows = [i for i, lab in enumerate(self.labels) if lab == ("start", event)]
+            anchor = self.vectors[rows[int(np.argmax(sims[rows]))]]
+        return MatchResult(action, event, float(sim), text, q, nearest, anchor)

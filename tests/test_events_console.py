@@ -9,7 +9,7 @@ import pytest
 
 from engine.console import MAX_PROMPT_CHARS, Console
 from engine.games import find_game
-from models.text import TextEncoder
+from models.text import TextEncoder, load_event_bank
 
 BREAKOUT = find_game("breakout")
 
@@ -60,6 +60,10 @@ def test_prompts_start_combine_and_end_events(encoder):
     assert any("rain" in ln and "make it rain" in ln for ln in hud) and len(hud) == 2
     type_line(c, "it starts pouring")  # held-out phrasing restarts rain with the new prompt
     wait(c, lambda: c.active[-1].prompt == "it starts pouring")
+    # ...and carries the trained rain wording nearest to it, the vectors the model learned from.
+    trained = load_event_bank("train")["rain"]
+    pour = c.active[-1].embedding
+    assert pour is not None and np.isclose(trained @ pour, 1.0, atol=1e-5).any()
     type_line(c, "stop the rain")
     wait(c, lambda: [e.name for e in c.active] == ["night"])
     type_line(c, "buy milk and eggs")  # far from every event: nothing changes
@@ -185,3 +189,15 @@ def test_event_the_model_never_saw_is_refused(encoder):
     assert [e.name for e in c.active] == ["rain"]
     assert any("not trained with it" in line for line in c._log)
     c.close()
+
+
+def test_prompt_conditioning_carries_the_prompts_own_embedding(encoder):
+    c = Console(BREAKOUT, encoder=encoder, conditioning="prompt")
+    c.submit("it starts pouring")
+    wait(c, lambda: [e.name for e in c.active] == ["rain"])
+    own = encoder.encode(["it starts pouring"])[0]
+    assert np.allclose(c.active[0].embedding, own, atol=1e-5)
+    assert not np.isclose(load_event_bank("train")["rain"] @ own, 1.0, atol=1e-3).any()
+    c.close()
+    with pytest.raises(ValueError, match="conditioning"):
+        Console(BREAKOUT, start_worker=False, conditioning="exact")

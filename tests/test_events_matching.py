@@ -63,6 +63,17 @@ def test_end_prompts(matcher, prompt, action, event):
     assert (r.action, r.event) == (action, event), r
 
 
+def test_anchor_is_the_nearest_trained_wording_of_the_event(matcher, encoder):
+    trained = load_event_bank("train")["snow"]
+    seen = matcher.match(load_event_prompts("train")["snow"][3])
+    assert np.allclose(seen.anchor, trained[3], atol=1e-5)  # a trained wording anchors to itself
+    r = matcher.match("a blizzard hits")  # held out: the closest trained snow wording
+    assert r.event == "snow" and r.embedding is not None and r.anchor is not None
+    assert np.isclose(trained @ r.anchor, 1.0, atol=1e-5).any()
+    assert np.isclose(float(r.anchor @ r.embedding), float((trained @ r.embedding).max()), atol=1e-5)
+    assert matcher.match("stop the snow").anchor is None and matcher.match("buy milk").anchor is None
+
+
 def test_heldout_paraphrases_nearly_all_understood(matcher):
     cat = load_catalog()
     cases = [(p, s.name) for s in cat.events.values() for p in s.heldout]
@@ -71,16 +82,20 @@ def test_heldout_paraphrases_nearly_all_understood(matcher):
 
 
 def test_eval_picks_the_heldout_wordings_the_console_acts_on(matcher):
-    """event_fidelity's play-path figure uses the wordings the live console starts the event for;
-    its bank-seeded matcher must agree with the one that runs the encoder."""
-    from models.event_fidelity import understood_rows
+    """event_fidelity's play-path figures use the wordings the live console starts the event for,
+    and the vector it conditions on; its bank-seeded matcher must agree with the one that runs
+    the encoder."""
+    from models.event_fidelity import console_rows
 
-    understood = understood_rows(load_event_bank("heldout"))
+    understood, anchors = console_rows(load_event_bank("heldout"))
     texts = load_event_prompts("heldout")
     for name, rows in understood.items():
-        live = [i for i, t in enumerate(texts[name]) if (matcher.match(t).action, matcher.match(t).event)
-                == ("start", name)]
-        assert list(rows) == live, name
+        live = [matcher.match(t) for t in texts[name]]
+        hits = [i for i, m in enumerate(live) if (m.action, m.event) == ("start", name)]
+        assert list(rows) == hits, name
+        for i, m in enumerate(live):
+            want = m.anchor if i in hits else np.zeros(384, np.float32)
+            assert np.allclose(anchors[name][i], want, atol=1e-5), (name, i)
     assert sum(map(len, understood.values())) >= 0.85 * sum(map(len, texts.values()))
 
 

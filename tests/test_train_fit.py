@@ -182,6 +182,7 @@ def test_eval_event_fidelity(trained: Path, data: Path, tmp_path: Path,
         understood, total = map(int, entry["heldout_understood"].split("/"))
         assert 0 < understood <= total
         assert isinstance(entry["dpsnr_16_heldout_understood"], float)
+        assert isinstance(entry["dpsnr_16_heldout_console"], float)
     # Conditioning reaches the frames: with and without the event differ somewhere.
     assert any(e["dpsnr_16"] != 0 for e in events["per_event"].values())
     few = [k for k, e in events["per_event"].items() if e["onsets"] < 8]

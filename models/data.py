@@ -282,13 +282,19 @@ class WindowSampler:
         event_focus: event name -> relative weight of its change windows within the
             `event_change_fraction` share (others 1; a window where several events change takes
             the largest). Aims the change windows at the events a model still gets wrong.
+        reward_fraction: share of each batch drawn from the windows whose target step scores
+            (nonzero reward), after the change windows. A Breakout brick breaks in ~3% of the
+            steps; those steps alone show the ball meeting a brick, the brick vanishing and the
+            score turning, which the reward head can only see if the model draws them.
     """
 
     def __init__(self, recs: Recordings, episodes: list[int], window: int, batch_size: int,
                  event_bank: dict[str, np.ndarray], event_dropout: float = 0.0,
                  seed: int = 0, rank: int = 0, event_change_fraction: float = 0.0,
-                 event_noise: float = 0.0, event_focus: dict[str, float] | None = None) -> None:
+                 event_noise: float = 0.0, event_focus: dict[str, float] | None = None,
+                 reward_fraction: float = 0.0) -> None:
         self.recs, self.window, self.batch_size = recs, window, batch_size
+        self.reward_fraction = reward_fraction
         self.event_noise = event_noise
         self.event_dropout, self.seed, self.rank = event_dropout, seed, rank
         self.event_change_fraction = event_change_fraction
@@ -313,6 +319,7 @@ class WindowSampler:
         # None when every weight is 1: the plain uniform draw, so batches of runs without a
         # focus stay what they were (resume is bit-exact across versions).
         self.change_p = weights / weights.sum() if len(weights) and (weights != 1).any() else None
+        self.reward_windows = self._reward_windows() if reward_fraction > 0 else np.zeros(0, np.int64)
         # Paraphrase banks stacked (E, Pmax, D) with per-event counts, for vectorised draws.
         names = recs.event_names
         self.num_paraphrases = np.array([len(event_bank[n]) for n in names], np.int64)
@@ -347,6 +354,16 @@ class WindowSampler:
             return np.zeros(0, np.int64), np.zeros(0)
         return np.concatenate(found), np.concatenate(weights)
 
+    def _reward_windows(self) -> np.ndarray:
+        """Flat indices of the windows whose last step (the transition to the target) scores."""
+        found, offset = [], 0
+        for i, count in zip(self.episodes, np.diff(self.cum, prepend=0)):
+            scoring = np.flatnonzero(self.recs.episodes[i].rewards != 0)  # step r: reward of r -> r+1
+            starts = scoring - self.window + 1  # window s ends with step s+T-1
+            found.append(offset + starts[(starts >= 0) & (starts < count)])
+            offset += int(count)
+        return np.concatenate(found) if found else np.zeros(0, np.int64)
+
     def batch(self, index: int) -> RawBatch:
         """Batch number `index` of this sampler's stream (deterministic)."""
         rng = np.random.default_rng([self.seed, self.rank, index])
@@ -358,6 +375,10 @@ class WindowSampler:
             drawn = (rng.integers(0, len(self.change_windows), size=k) if self.change_p is None
                      else rng.choice(len(self.change_windows), size=k, p=self.change_p))
             flat[pick] = self.change_windows[drawn]
+        if self.reward_fraction > 0 and len(self.reward_windows):
+            # Drawn after the change windows and only when asked, so other runs' batches stay as they were.
+            pick = rng.random(B) < self.reward_fraction
+            flat[pick] = self.reward_windows[rng.integers(0, len(self.reward_windows), size=int(pick.sum()))]
         which = np.searchsorted(self.cum, flat, side="right")
         starts = flat - np.concatenate([[0], self.cum[:-1]])[which]
         E = len(self.recs.event_names)

@@ -71,6 +71,8 @@ class TrainConfig:
     event_focus: dict[str, float] = field(default_factory=dict)
     """Event name -> relative weight of its change windows (data.WindowSampler), e.g.
     {sunset: 4} while a model still draws sunset as night; other events 1."""
+    reward_fraction: float = 0.0
+    """Share of each batch drawn from windows whose target step scores (data.WindowSampler)."""
     stages: tuple[str, ...] = ()
     """Named stages run in order via model.set_stage(name), each with a fresh optimizer."""
     stage_steps: tuple[int, ...] = ()
@@ -89,8 +91,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1")
         if not 0 <= cfg.event_dropout <= 1 or not 0 <= cfg.holdout_fraction < 1:
             raise ConfigError("train.event_dropout must be in [0, 1] and train.holdout_fraction in [0, 1)")
-        if not 0 <= cfg.event_change_fraction <= 1:
-            raise ConfigError("train.event_change_fraction must be in [0, 1]")
+        if not 0 <= cfg.event_change_fraction <= 1 or not 0 <= cfg.reward_fraction <= 1:
+            raise ConfigError("train.event_change_fraction and train.reward_fraction must be in [0, 1]")
         if not 0 <= cfg.event_noise <= 4:
             raise ConfigError("train.event_noise must be in [0, 4] (a noise-to-signal norm ratio)")
         if any(not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 <= w <= 100
@@ -151,7 +153,7 @@ class Trainer:
         self.sampler = WindowSampler(recs, train, window, self.cfg.batch_size, event_bank,
                                      self.cfg.event_dropout, self.cfg.seed, self.dist.rank,
                                      self.cfg.event_change_fraction, self.cfg.event_noise,
-                                     self.cfg.event_focus)
+                                     self.cfg.event_focus, self.cfg.reward_fraction)
         self.held_batches: list[RawBatch] = []
         if held and any(recs.episodes[i].num_steps >= window for i in held):
             held_sampler = WindowSampler(recs, held, window, min(self.cfg.batch_size, 16), event_bank,

@@ -18,6 +18,7 @@ from models.checkpoint import load_run
 from models.config import ConfigError, resolve_config
 from models.data import Recordings, WindowSampler
 from models.registry import build_model
+from models.trainer import TrainConfig
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "assets" / "configs" / "breakout-diffusion.yaml")
 TINY = ["--set", "preset=tiny", "--device", "cpu", "--no-progress"]
@@ -295,6 +296,27 @@ def test_event_change_windows_are_oversampled(data: Path) -> None:
     assert target_share(focused) > target_share(even) + 0.2, (target, target_share(focused), target_share(even))
     with pytest.raises(UserError, match="event_focus names 'volcano'"):
         WindowSampler(recs, eps, 4, 64, bank, event_change_fraction=0.5, event_focus={"volcano": 2.0})
+
+
+def test_scoring_windows_are_oversampled(data: Path) -> None:
+    """reward_fraction draws that share of each batch from windows whose target step scores."""
+    from models.text import load_event_bank
+
+    bank = load_event_bank("train")
+    recs = Recordings(open_dataset(data), 64, sorted(bank), progress=False)
+    eps = list(range(len(recs.episodes)))
+    scoring = sum(int((e.rewards[3:] != 0).sum()) for e in recs.episodes)  # steps that end a 4-step window
+    assert scoring >= 1  # the scripted player breaks bricks
+
+    def share(s: WindowSampler) -> float:
+        return float(np.mean([(s.batch(k).rewards[:, -1] != 0).float().mean() for k in range(8)]))
+
+    plain = WindowSampler(recs, eps, 4, 64, bank, seed=3)
+    aimed = WindowSampler(recs, eps, 4, 64, bank, seed=3, reward_fraction=0.5)
+    assert len(aimed.reward_windows) == scoring and len(plain.reward_windows) == 0
+    assert share(aimed) >= 0.4 and share(aimed) > share(plain) + 0.3, (share(plain), share(aimed))
+    with pytest.raises(ConfigError, match="reward_fraction"):
+        TrainConfig.parse({"reward_fraction": 1.5})
 
 
 def test_eval_finds_the_heldout_split_of_moved_data(trained: Path, data: Path, tmp_path: Path) -> None:

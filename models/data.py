@@ -283,8 +283,8 @@ class WindowSampler:
             `event_change_fraction` share (others 1; a window where several events change takes
             the largest). Aims the change windows at the events a model still gets wrong.
         reward_fraction: share of each batch drawn from the windows whose target step scores
-            (nonzero reward), after the change windows. A Breakout brick breaks in ~3% of the
-            steps; those steps alone show the ball meeting a brick, the brick vanishing and the
+            (nonzero reward), after the change windows. A brick breaks at the end of 2.3% of
+            the 8-step windows of data/breakout; those steps alone show the ball meeting a brick, the brick vanishing and the
             score turning, which the reward head can only see if the model draws them.
     """
 

@@ -84,6 +84,15 @@ def test_fit_lowers_the_loss(trained: Path, data: Path) -> None:
     assert (trained / "tensorboard").is_dir()
 
 
+def test_resume_note_names_real_changes_only() -> None:
+    """A run saved by an older version wrote lr as '2e-4' and lacked newer keys: not changes."""
+    from models.commands.fit import train_changes
+
+    older = {"train": {"lr": "2e-4", "batch_size": 16}}
+    assert train_changes({"train": {"lr": 0.0002, "batch_size": 16, "reward_fraction": 0.0}}, older) == []
+    assert train_changes({"train": {"lr": 0.0002, "batch_size": 32}}, older) == ["train.batch_size 16 -> 32"]
+
+
 def test_resume_continues_step_and_optimizer_bit_exactly(trained: Path, data: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "resumed"

@@ -148,7 +148,16 @@ def train_changes(config: dict[str, Any], saved: dict[str, Any]) -> list[str]:
     OLD -> NEW' (step counts left out: --steps changes them on purpose). The train section comes
     from --config and --set, not from the run, so a resume without the earlier --set flags would
     otherwise change batch size or learning rate unnoticed."""
+    import dataclasses
+
+    from models.config import ConfigError
+    from models.trainer import TrainConfig
+
     new, old = config.get("train") or {}, saved.get("train") or {}
+    try:  # compare the settings, not their spelling: '2e-4' is 0.0002, an absent key its default
+        new, old = (dataclasses.asdict(TrainConfig.parse(d)) for d in (new, old))
+    except ConfigError:  # a run saved by a version with other keys: compare as written
+        pass
     return [f"train.{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(new) | set(old))
             if k not in ("steps", "stage_steps") and new.get(k) != old.get(k)]
 

@@ -284,8 +284,9 @@ class WindowSampler:
             the largest). Aims the change windows at the events a model still gets wrong.
         reward_fraction: share of each batch drawn from the windows whose target step scores
             (nonzero reward), after the change windows. A brick breaks at the end of 2.3% of
-            the 8-step windows of data/breakout; those steps alone show the ball meeting a brick, the brick vanishing and the
-            score turning, which the reward head can only see if the model draws them.
+            the 8-step windows of data/breakout; those steps alone show the ball meeting a
+            brick, the brick vanishing and the score turning, which the reward head can only
+            see if the model draws them.
     """
 
     def __init__(self, recs: Recordings, episodes: list[int], window: int, batch_size: int,

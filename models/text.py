@@ -278,6 +278,9 @@ class EventMatcher:
         texts += list(cat.end_all_train) + list(cat.decoys)
         self.labels = labels
         self.texts = texts
+        self._start_rows = {spec.name: np.array([i for i, lab in enumerate(labels) if lab == ("start", spec.name)])
+                            for spec in cat.events.values()}
+        """Event name -> rows of its training paraphrases, where a start's anchor is looked up."""
         self.vectors = self._bank_vectors(bank_path) if bank_path else None
         if self.vectors is None:
             self.vectors = encoder.encode(texts)  # (K, 384)
@@ -332,6 +335,6 @@ class EventMatcher:
             return MatchResult("not_applicable", event, float(sim), text, q, nearest)
         anchor = None
         if action == "start":
-            rows = [i for i, lab in enumerate(self.labels) if lab == ("start", event)]
+            rows = self._start_rows[str(event)]
             anchor = self.vectors[rows[int(np.argmax(sims[rows]))]]
         return MatchResult(action, event, float(sim), text, q, nearest, anchor)

@@ -82,6 +82,11 @@ def main() -> int:
     device = resolve_device(args.device)
     config = resolve_config(args.config, [f"preset={args.preset}", *args.set])
     sim = build(config, device, compile=args.compile)
+
+    def save(result: dict) -> None:
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
     params = sum(x.numel() for x in sim.model.parameters())
     result: dict = {"device": device_label(device), "preset": args.preset, "params": params,
                     "torch": torch.__version__}
@@ -95,6 +100,7 @@ def main() -> int:
         result[name] = {**best, "p50_runs": [r["p50_ms"] for r in runs]}
         print(f"  {name:<9} p50 {best['p50_ms']:7.2f} ms  p99 {best['p99_ms']:7.2f} ms  "
               f"{best['fps']:7.1f} fps  cpu {best['cpu_ms_p50']:.2f} ms  peak {best['peak_mem_mb']:.0f} MB  (p50 of runs {result[name]['p50_runs']})")
+        save(result)  # after each preset: a run cut short (a compile past its time) keeps its figures
 
     if args.compare_cpu:
         sim.set_sampler(presets[0])
@@ -123,7 +129,7 @@ def main() -> int:
             model.set_sampler(name)
             with torch.inference_mode():
                 eager = model.generate(ctx, acts, events, noise)[0]
-                graphed = GraphedFunction(model._step)(ctx, acts, events, noise)[0]
+                graphed = GraphedFunction(model._step_fn())(ctx, acts, events, noise)[0]
             diff = float((eager - graphed).abs().max())
             result[f"{name}_graph_vs_eager_max_abs"] = diff
             print(f"  {name}: CUDA graph vs eager max |diff| {diff:.2e}")
@@ -136,8 +142,7 @@ def main() -> int:
                  start_frames=sim.start_frames, start_actions=sim.start_actions, event_bank={},
                  stats={"step": 0, "note": "untrained, for timing only"})
         print(f"saved untrained run to {args.save_run}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    save(result)
     return 0
 
 

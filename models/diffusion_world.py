@@ -12,7 +12,7 @@ each step samples the next frame with the current sampler preset. No horizon cap
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,7 +165,8 @@ class DiffusionWorldModel(nn.Module):
         self.samplers = cfg.samplers
         self.sampler_name = cfg.sampler
         self._graphs: dict[str, GraphedFunction] | None = None
-        self._step: Callable[..., tuple[torch.Tensor, torch.Tensor]] = self.generate
+        self._compiled: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._compiled_presets: frozenset[str] | None = None  # None: every preset
 
     @classmethod
     def from_config(cls, config: dict[str, Any], spec: GameSpec) -> DiffusionWorldModel:
@@ -262,11 +263,28 @@ class DiffusionWorldModel(nn.Module):
         """Replay each sampler preset's whole step as one CUDA graph (CUDA, fixed batch size)."""
         self._graphs = {} if enabled else None
 
-    def use_compile(self, enabled: bool = True) -> None:
-        """Run the play step through torch.compile (fuses norm, modulation and activation kernels;
-        the first step of each sampler preset compiles, which takes a while)."""
-        self._step = torch.compile(self.generate, dynamic=False) if enabled else self.generate
+    def use_compile(self, enabled: bool = True, presets: Iterable[str] | None = None) -> None:
+        """Run the play step through torch.compile (fuses norm, modulation and activation kernels).
+
+        The first step of each compiled sampler preset compiles, which takes a minute or two on a
+        GPU; `presets` limits compiling to those (the others run eager, so switching to them never
+        stalls play). On CUDA the compiled step is then captured as a CUDA graph.
+        """
+        self._compiled = torch.compile(self.generate, dynamic=False) if enabled else None
+        self._compiled_presets = None if presets is None else frozenset(presets)
         self._graphs = {} if self._graphs is not None else None  # recapture with the new step
+
+    @property
+    def compiled_presets(self) -> tuple[str, ...]:
+        """The sampler presets whose step runs compiled."""
+        if self._compiled is None:
+            return ()
+        return tuple(n for n in self.samplers if self._compiled_presets is None or n in self._compiled_presets)
+
+    def _step_fn(self) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+        if self._compiled is not None and self.sampler_name in self.compiled_presets:
+            return self._compiled
+        return self.generate
 
     def start(self, frames: torch.Tensor, actions: torch.Tensor) -> DiffusionState:
         c = self.context_frames
@@ -308,10 +326,10 @@ class DiffusionWorldModel(nn.Module):
         if self._graphs is not None and context.is_cuda:
             graph = self._graphs.get(self.sampler_name)
             if graph is None:
-                graph = self._graphs[self.sampler_name] = GraphedFunction(self._step)
+                graph = self._graphs[self.sampler_name] = GraphedFunction(self._step_fn())
             frame, logits = graph(context, actions, events, noise)
         else:
-            frame, logits = self._step(context, actions, events, noise)
+            frame, logits = self._step_fn()(context, actions, events, noise)
         logits = logits.float()
         reward = self.reward_values[logits[:, :3].argmax(1)]  # (B,) paid value of the likeliest class
         new_state = DiffusionState(frames=torch.cat([state.frames[:, 1:], frame[:, None].float()], dim=1),

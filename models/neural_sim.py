@@ -101,8 +101,26 @@ class NeuralSimulator:
         elif self.device.type == "cpu":
             # NHWC convolutions are ~15% faster with oneDNN at batch 1 (benchmarks/diffusion_speed.py).
             self.model.to(memory_format=torch.channels_last)
-        if compile and hasattr(self.model, "use_compile"):
-            self.model.use_compile(True)
+        if compile:
+            self.use_compile()
+
+    def use_compile(self, presets: Sequence[str] | None = None) -> None:
+        """torch.compile the model's step for `presets` (default: every preset, each compiling on
+        its first step; play passes only its starting preset so a switch never stalls on one)."""
+        if not hasattr(self.model, "use_compile"):
+            raise UserError("this world model has no compiled step; play it without --compile")
+        self.model.use_compile(True, presets=presets)
+
+    def warm_up(self) -> float:
+        """Run one throwaway step so compiling and CUDA-graph capture happen now, not in play.
+
+        Returns the seconds it took. The next `reset` starts play afresh.
+        """
+        t0 = time.perf_counter()
+        self.reset(seed=0)
+        self.step(0)
+        self._state = None
+        return time.perf_counter() - t0
 
     # ------------------------------------------------------------------------------ samplers
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,26 @@ def test_headless_neural_play(run_dir: Path, tmp_path: Path) -> None:
                            "--json", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["steps"] == 20
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="torch.compile on a CPU needs a C++ compiler")
+def test_compiled_step_plays_like_the_eager_one(run_dir: Path, tmp_path: Path) -> None:
+    eager = open_neural_simulator(run_dir, device="cpu", sampler="balanced")
+    fused = open_neural_simulator(run_dir, device="cpu", sampler="balanced")
+    fused.use_compile([fused.sampler])  # what play.py --compile does
+    assert fused.model.compiled_presets == ("balanced",)  # the other presets stay eager
+    assert fused.warm_up() > 0
+    a, b = play(eager, 4, 3), play(fused, 4, 3)
+    assert max(int(np.abs(x.astype(int) - y).max()) for x, y in zip(a, b)) <= 2  # float rounding only
+    fused.set_sampler("fast")
+    assert fused.model._step_fn() == fused.model.generate
+    out = tmp_path / "play.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "play.py"), "--checkpoint", str(run_dir), "--headless",
+                           "--max-steps", "3", "--device", "cpu", "--compile", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "compiled in" in proc.stderr and json.loads(out.read_text())["steps"] == 3
+    real = subprocess.run([sys.executable, str(ROOT / "play.py"), "--real", "--compile", "--headless"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert real.returncode == 2 and real.stderr.strip().splitlines() == [
+        "error: --compile speeds up a world model; the real game has none"]

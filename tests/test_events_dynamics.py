@@ -1,5 +1,10 @@
 """Dynamics events change the real simulation: CarRacing ice/turbo physics, Breakout RAM (lives, bricks)."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 
 from engine.events import EventLayer, load_catalog
@@ -102,3 +107,19 @@ def test_breakout_rebuild_wall_restores_every_brick():
     st = sim.step(0, [WorldEvent("rebuild_wall", "rebuild the wall")])
     assert _brick_pixels(st.frame) == full > broken
     sim.close()
+
+
+def test_dynamics_signal_benchmark_replays_exactly_and_sees_ice(tmp_path: Path) -> None:
+    """benchmarks/dynamics_signal.py: exact replays (checked inside), ice moves the frames more
+    with every step after its onset."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "dynamics_signal.py"
+    out = tmp_path / "signal.json"
+    proc = subprocess.run([sys.executable, str(script), "--episodes", "1", "--onsets", "40", "--horizon", "4",
+                           "--events", "ice", "--json", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    real = json.loads(out.read_text())["ice"]["real"]  # PSNR(real with ice, real without) per step
+    assert len(real) == 4 and real[3] < real[0] and real[3] < 60, real
+    bad = subprocess.run([sys.executable, str(script), "--events", "rain"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
+        "error: 'rain' is not a CarRacing physics event")

@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""How far a CarRacing dynamics event moves the game, step by step, and whether a model follows.
+
+Exact counterfactuals of the real game: the scripted driver plays an episode and its actions are
+kept. The episode is then replayed twice from the same seed with the same actions, once with the
+event's physics (assets/events.yaml: ice, turbo) switched on at step t0. Box2D replays are
+deterministic, so the two copies differ by the event alone. Per horizon h after the onset:
+
+- **real**: PSNR(real with, real without). How much the event changes the frames; lower is a
+  stronger change. Compare it with a model's own error (`train.py eval` PSNR@h): a change far
+  below that error is a weak training signal for the event's vector.
+
+With --checkpoint, the world model continues from the C real frames before the onset with the
+same actions and the same sampler noise, once with the event's vector and once without:
+
+- **model**: PSNR(model with, model without). Does the model respond to the event at all?
+- **dPSNR**: PSNR(model with, real with) - PSNR(model without, real with). Does it respond the
+  right way? This is `train.py eval --events`' dynamics fidelity, on exact counterfactuals.
+
+examples:
+  python benchmarks/dynamics_signal.py --episodes 8
+  python benchmarks/dynamics_signal.py --checkpoint checkpoints/carracing-diffusion --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.autopilot import make_policy  # noqa: E402
+from engine.events import load_catalog  # noqa: E402
+from engine.games import make_simulator  # noqa: E402
+from engine.real import CarRacingSimulator  # noqa: E402
+from engine.simulator import WorldEvent  # noqa: E402
+from models.data import resize_frames  # noqa: E402
+
+SHOWN = (1, 2, 4, 8, 16)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 images (99 when equal)."""
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return 99.0 if mse == 0 else 10 * float(np.log10(255.0**2 / mse))
+
+
+def driver_episode(seed: int, steps: int) -> tuple[list[int], list[np.ndarray]]:
+    """The scripted driver's actions and every frame (frame t+1 follows action t), no events."""
+    sim = make_simulator("carracing", audio=False, seed=seed)
+    policy = make_policy("scripted", sim.spec, seed)
+    policy.reset()
+    frames, actions = [sim.reset(seed)], []
+    for _ in range(steps):
+        a = policy.act(frames[-1], sim)
+        actions.append(a)
+        frames.append(sim.step(a).frame)
+    sim.close()
+    return actions, frames
+
+
+def replay_with(seed: int, actions: list[int], t0: int, horizon: int, physics: dict[str, float]) -> np.ndarray:
+    """Frames t0+1 .. t0+horizon of the replay with `physics` on from step t0: (H, H0, W0, 3)."""
+    sim = make_simulator("carracing", audio=False, seed=seed)
+    assert isinstance(sim, CarRacingSimulator)
+    sim.reset(seed)
+    for a in actions[:t0]:
+        sim.step(a)
+    sim.set_physics(**physics)
+    out = np.stack([sim.step(a).frame for a in actions[t0:t0 + horizon]])
+    sim.close()
+    return out
+
+
+def model_rollout(sim: Any, frames: list[np.ndarray], actions: list[int], t0: int, horizon: int,
+                  events: tuple[WorldEvent, ...], seed: int) -> np.ndarray:
+    """The model's frames t0+1 .. t0+horizon from the C real frames up to t0: (H, R, R, 3)."""
+    c = sim.context_frames
+    sim.reset_from(np.stack(frames[t0 - c + 1:t0 + 1]), actions[t0 - c + 1:t0], seed=seed)
+    return np.stack([sim.step(a, events).frame for a in actions[t0:t0 + horizon]])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", metavar="RUN", help="also measure this CarRacing world model")
+    p.add_argument("--events", nargs="+", default=["ice", "turbo"], metavar="NAME")
+    p.add_argument("--episodes", type=int, default=8)
+    p.add_argument("--onsets", type=int, nargs="+", default=[60, 100, 140], metavar="T0",
+                   help="steps at which the event starts, per episode (default 60 100 140)")
+    p.add_argument("--horizon", type=int, default=16)
+    p.add_argument("--seed", type=int, default=500000, help="first episode's seed")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", metavar="FILE")
+    args = p.parse_args()
+
+    catalog = load_catalog()
+    for name in args.events:
+        spec = catalog.events.get(name)
+        if spec is None or not spec.physics:
+            print(f"error: '{name}' is not a CarRacing physics event", file=sys.stderr)
+            return 2
+    sim = None
+    resolution = 64
+    if args.checkpoint:
+        from models.neural_sim import open_neural_simulator
+
+        sim = open_neural_simulator(args.checkpoint, device=args.device)
+        if sim.spec.name != "carracing":
+            print(f"error: {args.checkpoint} is a {sim.spec.name} model, not carracing", file=sys.stderr)
+            return 2
+        resolution = int(sim.model.resolution)
+    if min(args.onsets) < 4:
+        print("error: onsets must leave room for the model's context (>= 4)", file=sys.stderr)
+        return 2
+
+    h = args.horizon
+    rows: dict[str, dict[str, list[list[float]]]] = {n: {"real": [], "model": [], "dpsnr": []} for n in args.events}
+    for ep in range(args.episodes):
+        seed = args.seed + ep
+        actions, frames = driver_episode(seed, max(args.onsets) + h)
+        t0 = min(args.onsets)  # the method rests on replays being exact: check it once per episode
+        if not np.array_equal(replay_with(seed, actions, t0, h, {}), np.stack(frames[t0 + 1:t0 + 1 + h])):
+            print(f"error: replaying episode seed {seed} did not reproduce it; no counterfactuals "
+                  "can be made here", file=sys.stderr)
+            return 1
+        for t0 in args.onsets:
+            without = resize_frames(np.stack(frames[t0 + 1:t0 + 1 + h]), resolution)  # (H, 3, R, R)
+            for name in args.events:
+                with_ = resize_frames(replay_with(seed, actions, t0, h, catalog.events[name].physics), resolution)
+                rows[name]["real"].append([psnr(with_[i], without[i]) for i in range(h)])
+                if sim is None:
+                    continue
+                noise_seed = seed * 1000 + t0
+                m_on = model_rollout(sim, frames, actions, t0, h, (WorldEvent(name),), noise_seed)
+                m_off = model_rollout(sim, frames, actions, t0, h, (), noise_seed)
+                m_on, m_off = m_on.transpose(0, 3, 1, 2), m_off.transpose(0, 3, 1, 2)  # (H, 3, R, R)
+                rows[name]["model"].append([psnr(m_on[i], m_off[i]) for i in range(h)])
+                rows[name]["dpsnr"].append([psnr(m_on[i], with_[i]) - psnr(m_off[i], with_[i]) for i in range(h)])
+        print(f"episode {ep + 1}/{args.episodes} done", file=sys.stderr)
+
+    result: dict[str, Any] = {"episodes": args.episodes, "onsets": args.onsets, "checkpoint": args.checkpoint}
+    shown = [x for x in SHOWN if x <= h]
+    print(f"{len(args.onsets) * args.episodes} onsets per event; medians over onsets; horizon "
+          + " / ".join(str(x) for x in shown))
+    for name, r in rows.items():
+        result[name] = {}
+        for key, label in (("real", "real with vs without, dB"), ("model", "model with vs without, dB"),
+                           ("dpsnr", "dPSNR vs real with, dB")):
+            if not r[key]:
+                continue
+            med = np.median(np.array(r[key]), axis=0)
+            result[name][key] = [round(float(x), 2) for x in med]
+            print(f"  {name:<6} {label:<27} " + " / ".join(f"{med[x - 1]:.1f}" for x in shown))
+    if sim is not None:
+        sim.close()
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -119,7 +119,11 @@ def _open_simulator(args: argparse.Namespace) -> tuple[Any, bool]:
             neural_sim.close()
             raise UserError(f"checkpoint {checkpoint} is a {neural_sim.spec.name} model, not {args.game}")
         if args.compile:  # before the window opens: the game must not freeze on its first frame
-            neural_sim.use_compile([neural_sim.sampler])
+            try:
+                neural_sim.use_compile([neural_sim.sampler])
+            except UserError:
+                neural_sim.close()
+                raise
             print(f"compiling the '{neural_sim.sampler}' step (a minute or two)...", file=sys.stderr)
             try:
                 secs = neural_sim.warm_up()

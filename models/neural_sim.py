@@ -114,12 +114,14 @@ class NeuralSimulator:
     def warm_up(self) -> float:
         """Run one throwaway step so compiling and CUDA-graph capture happen now, not in play.
 
-        Returns the seconds it took. The next `reset` starts play afresh.
+        Returns the seconds it took. The next `reset` starts play afresh, from the start contexts
+        it would have picked without this step.
         """
         t0 = time.perf_counter()
+        rng = self._rng
         self.reset(seed=0)
         self.step(0)
-        self._state = None
+        self._state, self._rng = None, rng
         return time.perf_counter() - t0
 
     # ------------------------------------------------------------------------------ samplers

@@ -149,6 +149,8 @@ def test_fit_saves_a_playable_run_with_sampler_presets(run: Path):
     a = [sim.reset(5)] + [sim.step(1).frame for _ in range(4)]
     b = [sim.reset(5)] + [sim.step(1).frame for _ in range(4)]
     assert all(np.array_equal(x, y) for x, y in zip(a, b))  # seeded: same rollout
+    with pytest.raises(UserError, match="no compiled step"):  # play.py --compile on this family
+        sim.use_compile()
 
 
 def test_eval_and_bench_write_json(run: Path, data: Path, tmp_path: Path):

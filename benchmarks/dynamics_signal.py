@@ -19,7 +19,8 @@ same actions and the same sampler noise, once with the event's vector and once w
 
 examples:
   python benchmarks/dynamics_signal.py --episodes 8
-  python benchmarks/dynamics_signal.py --checkpoint checkpoints/carracing-diffusion --json out.json
+  python benchmarks/dynamics_signal.py --checkpoint checkpoints/carracing-diffusion --json out.json \
+      --png ice.png --events ice
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,8 +43,10 @@ from engine.games import make_simulator  # noqa: E402
 from engine.real import CarRacingSimulator  # noqa: E402
 from engine.simulator import WorldEvent  # noqa: E402
 from models.data import resize_frames  # noqa: E402
+from models.metrics import strip, write_png  # noqa: E402
 
 SHOWN = (1, 2, 4, 8, 16)
+PICTURED = (2, 4, 8, 12, 16)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -97,6 +101,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=500000, help="first episode's seed")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", metavar="FILE")
+    p.add_argument("--png", metavar="FILE", help="with --checkpoint: the first onsets of each event as "
+                   "rows real with / real without / model with / model without, at horizons 2 4 8 12 16")
+    p.add_argument("--png-onsets", type=int, default=2, metavar="N", help="onsets per event in --png (default 2)")
     args = p.parse_args()
 
     catalog = load_catalog()
@@ -120,6 +127,7 @@ def main() -> int:
         return 2
 
     h = args.horizon
+    pictures: dict[str, list[np.ndarray]] = {n: [] for n in args.events}  # rows of (k, 3, R, R) uint8
     rows: dict[str, dict[str, list[list[float]]]] = {n: {"real": [], "model": [], "dpsnr": []} for n in args.events}
     for ep in range(args.episodes):
         seed = args.seed + ep
@@ -140,6 +148,9 @@ def main() -> int:
                 m_on = model_rollout(sim, frames, actions, t0, h, (WorldEvent(name),), noise_seed)
                 m_off = model_rollout(sim, frames, actions, t0, h, (), noise_seed)
                 m_on, m_off = m_on.transpose(0, 3, 1, 2), m_off.transpose(0, 3, 1, 2)  # (H, 3, R, R)
+                if len(pictures[name]) < 4 * args.png_onsets:
+                    cols = [x - 1 for x in PICTURED if x <= h]
+                    pictures[name] += [v[cols] for v in (with_, without, m_on, m_off)]
                 rows[name]["model"].append([psnr(m_on[i], m_off[i]) for i in range(h)])
                 rows[name]["dpsnr"].append([psnr(m_on[i], with_[i]) - psnr(m_off[i], with_[i]) for i in range(h)])
         print(f"episode {ep + 1}/{args.episodes} done", file=sys.stderr)
@@ -161,6 +172,10 @@ def main() -> int:
         sim.close()
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    picture_rows = [torch.from_numpy(r).float() / 127.5 - 1 for n in args.events for r in pictures[n]]
+    if args.png and picture_rows:
+        write_png(args.png, strip(picture_rows))
+        print(f"wrote {args.png}: per onset, rows real with / real without / model with / model without")
     return 0
 
 

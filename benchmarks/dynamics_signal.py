@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.autopilot import make_policy  # noqa: E402
+from engine.errors import run_command  # noqa: E402
 from engine.events import load_catalog  # noqa: E402
 from engine.games import make_simulator  # noqa: E402
 from engine.real import CarRacingSimulator  # noqa: E402
@@ -122,8 +123,10 @@ def main() -> int:
             print(f"error: {args.checkpoint} is a {sim.spec.name} model, not carracing", file=sys.stderr)
             return 2
         resolution = int(sim.model.resolution)
-    if min(args.onsets) < 4:
-        print("error: onsets must leave room for the model's context (>= 4)", file=sys.stderr)
+    context = sim.context_frames if sim is not None else 1
+    if min(args.onsets) < context or args.horizon < 1 or args.episodes < 1:
+        print(f"error: need --episodes >= 1, --horizon >= 1 and onsets >= {context} (the model's "
+              "context frames come before the onset)", file=sys.stderr)
         return 2
 
     h = args.horizon
@@ -180,4 +183,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))  # a missing or foreign checkpoint: one error line, exit 2

@@ -120,7 +120,8 @@ class NeuralSimulator:
         t0 = time.perf_counter()
         rng = self._rng
         self.reset(seed=0)
-        self.step(0)
+        for _ in range(2):  # the first step and the steady state after it
+            self.step(0)
         self._state, self._rng = None, rng
         return time.perf_counter() - t0
 
@@ -158,9 +159,11 @@ class NeuralSimulator:
             self._rng = np.random.default_rng(seed)
         k = int(self._rng.integers(self.start_frames.shape[0]))
         self._generator.manual_seed(int(self._rng.integers(2**62)))
-        frames = self.start_frames[k:k + 1].to(self.device).float() / 127.5 - 1  # (1, C, 3, H, W)
-        actions = self.start_actions[k:k + 1].to(self.device)
+        # Made inside inference mode like every later context, so a compiled step sees one kind
+        # of tensor from the first step on (an ordinary one would compile a second graph).
         with torch.inference_mode():
+            frames = self.start_frames[k:k + 1].to(self.device).float() / 127.5 - 1  # (1, C, 3, H, W)
+            actions = self.start_actions[k:k + 1].to(self.device)
             self._state = self.model.start(frames, actions)
         return self._to_image(frames[0, -1])
 
@@ -183,9 +186,9 @@ class NeuralSimulator:
             self._rng = np.random.default_rng(seed)
         self._generator.manual_seed(int(self._rng.integers(2**62)))
         small = resize_frames(np.asarray(frames, dtype=np.uint8), int(self.model.resolution))
-        x = torch.from_numpy(small)[None].to(self.device).float() / 127.5 - 1  # (1, C, 3, R, R)
-        act = torch.as_tensor(list(actions), dtype=torch.long, device=self.device)[None]
-        with torch.inference_mode():
+        with torch.inference_mode():  # as in reset
+            x = torch.from_numpy(small)[None].to(self.device).float() / 127.5 - 1  # (1, C, 3, R, R)
+            act = torch.as_tensor(list(actions), dtype=torch.long, device=self.device)[None]
             self._state = self.model.start(x, act)
         return self._to_image(x[0, -1])
 

@@ -112,7 +112,7 @@ class NeuralSimulator:
         self.model.use_compile(True, presets=presets)
 
     def warm_up(self) -> float:
-        """Run one throwaway step so compiling and CUDA-graph capture happen now, not in play.
+        """Run two throwaway steps so compiling and CUDA-graph capture happen now, not in play.
 
         Returns the seconds it took. The next `reset` starts play afresh, from the start contexts
         it would have picked without this step.

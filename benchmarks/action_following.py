@@ -26,6 +26,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,29 +41,33 @@ def real_states(game: str, states: int, hold: int, context: int, resolution: int
     holding each action for `hold` steps, (S, A, 3, R, R) uint8."""
     from engine.autopilot import make_policy
     from engine.games import make_simulator
+    from engine.real import AtariSimulator
     from models.data import resize_frames
 
     sim = make_simulator(game, audio=False)
+    assert isinstance(sim, AtariSimulator), "states are branched with the Atari emulator's clone/restore"
     num_actions = sim.spec.num_actions
     policy = make_policy("scripted", sim.spec, seed)
     rng = np.random.default_rng(seed)
-    ctx, acts, outcomes = [], [], []
+    ctx: list[np.ndarray] = []
+    acts: list[np.ndarray] = []
+    outcomes: list[np.ndarray] = []
     episode = 0
     while len(ctx) < states:
-        frames, actions = [sim.reset(seed=seed + episode)], []
+        frames, actions = [sim.reset(seed=seed + episode)], list[int]()
         policy.reset()
         episode += 1
         next_stop = context + int(rng.integers(spacing))
         for t in range(5000):
             if t == next_stop:
-                state = sim.ale.cloneState()  # type: ignore[attr-defined]
+                state = sim.ale.cloneState()
                 finals = []
                 for a in range(num_actions):
-                    sim.ale.restoreState(state)  # type: ignore[attr-defined]
+                    sim.ale.restoreState(state)
                     for _ in range(hold):
                         last = sim.step(a).frame
                     finals.append(last)
-                sim.ale.restoreState(state)  # type: ignore[attr-defined]
+                sim.ale.restoreState(state)
                 ctx.append(np.stack(frames[-context:]))
                 acts.append(np.array(actions[-(context - 1):], np.int64))
                 outcomes.append(np.stack(finals))
@@ -127,7 +132,7 @@ def main() -> int:
         run = load_run(args.checkpoint)
         if run.spec.family != "atari":
             raise UserError(f"{args.checkpoint} is a {run.spec.name} model; this benchmark branches the Atari emulator")
-        model = run.model
+        model: Any = run.model  # a DiffusionWorldModel or ARWorldModel (typed as Module)
         if args.sampler:
             model.set_sampler(args.sampler)
     except UserError as err:

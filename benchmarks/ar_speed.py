@@ -16,6 +16,7 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,7 +33,7 @@ def build(args: argparse.Namespace):  # -> NeuralSimulator
         return open_neural_simulator(args.checkpoint, device="cpu")
     config = resolve_config(ROOT / "assets/configs/breakout-autoregressive.yaml", [f"preset={args.preset}"])
     spec = find_game(config["game"])
-    model = build_model(config, spec).eval()
+    model: Any = build_model(config, spec).eval()  # ARWorldModel (the registry returns a Module)
     c = model.context_frames
     frames = torch.randint(0, 255, (1, c, 3, 64, 64), dtype=torch.uint8)
     return NeuralSimulator(model, spec, frames, torch.zeros(1, c - 1, dtype=torch.long), {},

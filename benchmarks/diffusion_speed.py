@@ -55,7 +55,7 @@ def build(config: dict, device: torch.device, channels_last: bool = True,
     sim = NeuralSimulator(model, spec, start_frames, start_actions, {}, device,
                           model_name=f"diffusion {config['preset']} (untrained)", compile=compile)
     if not channels_last:
-        model.to(memory_format=torch.contiguous_format)
+        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # untyped in Module.to
     return sim
 
 

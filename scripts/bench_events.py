@@ -10,6 +10,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def bench_game(game: str, steps: int) -> None:
 
     rates = {}
     for mode in ("plain", "events"):
-        sim = make_simulator(game, audio=False, seed=0)
+        sim: Any = make_simulator(game, audio=False, seed=0)  # the game, or the game under EventLayer
         schedule = []
         if mode == "events":
             sim = EventLayer(sim, seed=0)

@@ -72,7 +72,7 @@ def tune(bank: Path) -> None:
     m = EventMatcher(TextEncoder(), bank_path=bank)
     m.threshold = -1.0  # see raw nearest results
     ok, sims = 0, []
-    cases = [(p, "start", s.name) for s in cat.events.values() for p in s.heldout]
+    cases: list[tuple[str, str, str | None]] = [(p, "start", s.name) for s in cat.events.values() for p in s.heldout]
     cases += [(p, "end_all", None) for p in cat.end_all_heldout]
     for prompt, action, event in cases:
         r = m.match(prompt)

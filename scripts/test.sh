@@ -11,6 +11,6 @@ python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.13.0
 python -m pip install -q -e ".[dev]"
 export SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=2
-ruff check engine models play.py train.py tests
-mypy engine models
+ruff check engine models benchmarks scripts play.py train.py tests
+mypy engine models benchmarks scripts play.py train.py
 python -m pytest tests

@@ -42,18 +42,13 @@ from engine.errors import run_command  # noqa: E402
 from engine.events import load_catalog  # noqa: E402
 from engine.games import make_simulator  # noqa: E402
 from engine.real import CarRacingSimulator  # noqa: E402
+from engine.session import psnr  # noqa: E402  (uint8 frames, 99 dB when equal)
 from engine.simulator import WorldEvent  # noqa: E402
 from models.data import resize_frames  # noqa: E402
 from models.metrics import strip, write_png  # noqa: E402
 
 SHOWN = (1, 2, 4, 8, 16)
 PICTURED = (2, 4, 8, 12, 16)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images (99 when equal)."""
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return 99.0 if mse == 0 else 10 * float(np.log10(255.0**2 / mse))
 
 
 def driver_episode(seed: int, steps: int) -> tuple[list[int], list[np.ndarray]]:

@@ -282,7 +282,9 @@ class DiffusionWorldModel(nn.Module):
         return tuple(n for n in self.samplers if self._compiled_presets is None or n in self._compiled_presets)
 
     def _step_fn(self) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-        if self._compiled is not None and self.sampler_name in self.compiled_presets:
+        """The compiled step for a compiled preset, else the eager one (called every play step)."""
+        if self._compiled is not None and (self._compiled_presets is None
+                                           or self.sampler_name in self._compiled_presets):
             return self._compiled
         return self.generate
 

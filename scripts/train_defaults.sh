@@ -12,9 +12,9 @@
 #   checkpoints/NAME`), batch FT_BATCH (default 64) at lr FT_LR (default 1e-4). A few minutes of
 #   GPU time then add more steps than hours of CPU training, though 7 minutes of it on an H200
 #   cost 64-step PSNR and the ice/turbo figures: evaluate before shipping (docs/RESULTS.md).
-#   Breakout is left out: a warm start
-#   of that model from its playable weights with a fresh optimizer darkens its rollouts within
-#   ~1,000 steps (docs/RESULTS.md); it continues only by --resume from its training state.
+#   Breakout is left out: a warm start of that model from its playable weights with a fresh
+#   optimizer darkens its rollouts within ~1,000 steps (docs/RESULTS.md); it continues only by
+#   --resume from its training state.
 set -uo pipefail
 OUT=${1:?usage: train_defaults.sh OUT_DIR [TRAIN_SECONDS] [WORKERS]}
 SECS=${2:-360}   # seconds of training per model

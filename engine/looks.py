@@ -197,9 +197,13 @@ def fog(frame: np.ndarray, t: int, seed: int) -> np.ndarray:
 # --- sunset ---------------------------------------------------------------------------------
 
 
+_SKY_DARK = 80
+"""Pixels whose brightest channel is below this take the sunset sky colour, fully when black."""
+
+
 @lru_cache(maxsize=96)
-def _sunset_grade(h: int, w: int, level: int) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W, 3) uint16 multiplier and additive glow at depth `level` / 32."""
+def _sunset_grade(h: int, w: int, level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(H, W, 3) uint16 multiplier, additive glow and dark-pixel sky colour at depth `level` / 32."""
     depth = level / 32
     v = np.linspace(0.0, 1.0, h)[:, None, None]  # (H, 1, 1) 0 at the top
     top = np.array([1.25, 0.8, 0.45])  # warm orange sky
@@ -207,15 +211,29 @@ def _sunset_grade(h: int, w: int, level: int) -> tuple[np.ndarray, np.ndarray]:
     grade = top * (1 - v) + bottom * v  # (H, 1, 3)
     mul = ((1 - depth) + depth * grade) * 256
     glow = (depth * 40 * (1 - v) ** 2) * np.array([1.0, 0.45, 0.1])  # orange light near the top
-    return _full(h, w, mul), _full(h, w, glow)
+    sky = depth * (np.array([80.0, 34.0, 10.0]) * (1 - v) + np.array([44.0, 12.0, 50.0]) * v)
+    return _full(h, w, mul), _full(h, w, glow), _full(h, w, sky * 256 / _SKY_DARK)  # sky pre-scaled for >> 8
 
 
 def sunset(frame: np.ndarray, t: int, seed: int) -> np.ndarray:
-    """A warm orange-at-the-top to purple-at-the-bottom grade that deepens as the sun goes down."""
+    """A warm orange-at-the-top to purple-at-the-bottom grade that deepens as the sun goes down.
+
+    Dark pixels (the black background of most Atari games, where a grade alone changes nothing)
+    take an orange-to-purple sky colour, so the sunset shows from its first steps and never looks
+    like night's dark blue."""
     h, w = frame.shape[:2]
-    depth = min(1.0, 0.35 + 0.65 * (t / 60)) * _ramp(t, 6)  # deepens over ~60 steps
-    mul, glow = _sunset_grade(h, w, int(round(32 * depth)))
-    return _mul_add(frame, mul, glow)
+    depth = min(1.0, 0.5 + 0.5 * (t / 60)) * _ramp(t, 4)  # deepens over ~60 steps
+    mul, glow, sky = _sunset_grade(h, w, int(round(32 * depth)))
+    brightest = np.maximum(np.maximum(frame[..., 0], frame[..., 1]), frame[..., 2])  # (H, W); 30x faster than max(axis=2)
+    dark = _SKY_DARK - np.minimum(brightest, _SKY_DARK)  # (H, W) uint8 in [0, 80]
+    out = frame * mul  # uint8 * uint16 -> uint16
+    out >>= 8
+    out += glow
+    lift = sky * dark[..., None]  # <= 256 * 80: fits uint16
+    lift >>= 8
+    out += lift
+    np.minimum(out, 255, out=out)
+    return out.astype(np.uint8)
 
 
 # --- earthquake -----------------------------------------------------------------------------

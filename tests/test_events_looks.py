@@ -92,3 +92,19 @@ def test_event_layer_is_deterministic_for_a_seed():
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     c = _episode("breakout", sched, steps=30, layer_seed=4)  # same game, other overlay layout
     assert not all(np.array_equal(x, y) for x, y in zip(a[3:20], c[3:20]))
+
+
+def test_sunset_shows_on_a_black_background_from_its_first_steps_and_is_not_night():
+    # Breakout's background is black, where a colour grade alone changes nothing: the sunset
+    # must still warm it at once, or a world model cannot tell it from night at onset.
+    black = np.zeros((210, 160, 3), np.uint8)
+    early = LOOKS["sunset"](black, 1, 0).astype(int)
+    top, bottom = early[20, 80], early[200, 80]
+    assert top[0] >= 15 and top[0] > top[1] > top[2], top  # orange at the top
+    assert bottom[2] > bottom[1] and bottom[0] > bottom[1], bottom  # purple at the bottom
+    late = LOOKS["sunset"](black, 40, 0).astype(int)
+    assert late[20, 80, 0] > 2 * top[0]  # it deepens
+    night = LOOKS["night"](black, 40, 0).astype(int)
+    assert night[20, 80, 2] > night[20, 80, 0] and late[20, 80, 0] > late[20, 80, 2]
+    bright = np.full((210, 160, 3), 200, np.uint8)  # lit pixels get the grade, not the sky colour
+    assert LOOKS["sunset"](bright, 40, 0)[200, 80, 1] < 200

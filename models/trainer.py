@@ -3,7 +3,7 @@
 AdamW with linear warm-up, gradient clipping, EMA weights (the ones saved for play), bf16
 autocast on CUDA, optional torch.compile, a held-out loss, TensorBoard scalars and sample
 rollouts, a tqdm bar, periodic atomic checkpoints, bit-exact resume, named training stages and
-DDP under torchrun. Batches come from `models.data.WindowSampler`, whose batch i depends only on
+DDP under torchrun. Batches come from `models.windows.WindowSampler`, whose batch i depends only on
 (seed, rank, i), so a resumed run draws the same batches an uninterrupted one would.
 """
 
@@ -24,9 +24,10 @@ from engine.errors import UserError
 from engine.simulator import GameSpec
 from models.checkpoint import TrainState, load_weights, save_run
 from models.config import ConfigError, from_dict
-from models.data import RawBatch, Recordings, WindowSampler, heldout_batches
+from models.data import Recordings
 from models.metrics import psnr, rollout, strip
 from models.train_runtime import EMA, LossModule, StopFlag, init_distributed, rng_state
+from models.windows import RawBatch, WindowSampler, heldout_batches
 
 
 @dataclass(frozen=True)
@@ -64,15 +65,15 @@ class TrainConfig:
     event_dropout: float = 0.1
     """Probability an example's event vectors are zeroed (null-event dropout)."""
     event_change_fraction: float = 0.0
-    """Share of each batch drawn from windows where an event starts or ends (data.WindowSampler)."""
+    """Share of each batch drawn from windows where an event starts or ends (windows.WindowSampler)."""
     event_noise: float = 0.0
     """Largest noise-to-signal norm ratio of the Gaussian noise added to each drawn paraphrase
-    embedding before renormalising (data.WindowSampler); 0 = off."""
+    embedding before renormalising (windows.WindowSampler); 0 = off."""
     event_focus: dict[str, float] = field(default_factory=dict)
-    """Event name -> relative weight of its change windows (data.WindowSampler), e.g.
+    """Event name -> relative weight of its change windows (windows.WindowSampler), e.g.
     {sunset: 4} while a model still draws sunset as night; other events 1."""
     reward_fraction: float = 0.0
-    """Share of each batch drawn from windows whose target step scores (data.WindowSampler)."""
+    """Share of each batch drawn from windows whose target step scores (windows.WindowSampler)."""
     stages: tuple[str, ...] = ()
     """Named stages run in order via model.set_stage(name), each with a fresh optimizer."""
     stage_steps: tuple[int, ...] = ()

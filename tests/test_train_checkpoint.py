@@ -15,8 +15,9 @@ from engine.games import make_simulator
 from engine.simulator import WorldEvent
 from models.checkpoint import FORMAT_VERSION, load_run, load_train_state, save_run
 from models.config import resolve_config
-from models.data import Recordings, WindowSampler, split_episodes
+from models.data import Recordings, split_episodes
 from models.registry import build_model
+from models.windows import WindowSampler
 
 CONFIG = Path(__file__).resolve().parents[1] / "assets" / "configs" / "breakout-diffusion.yaml"
 

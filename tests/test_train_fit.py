@@ -16,9 +16,10 @@ from engine.errors import UserError
 from engine.games import make_simulator
 from models.checkpoint import load_run
 from models.config import ConfigError, resolve_config
-from models.data import Recordings, WindowSampler
+from models.data import Recordings
 from models.registry import build_model
 from models.trainer import TrainConfig
+from models.windows import WindowSampler
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "assets" / "configs" / "breakout-diffusion.yaml")
 TINY = ["--set", "preset=tiny", "--device", "cpu", "--no-progress"]

@@ -229,7 +229,7 @@ def sunset(frame: np.ndarray, t: int, seed: int) -> np.ndarray:
     out = frame * mul  # uint8 * uint16 -> uint16
     out >>= 8
     out += glow
-    lift = sky * dark[..., None]  # <= 256 * 80: fits uint16
+    lift = sky * np.repeat(dark[..., None], 3, axis=2)  # <= 256 * 80 fits uint16; (H, W, 3) x (H, W, 3) is fast
     lift >>= 8
     out += lift
     np.minimum(out, 255, out=out)

@@ -54,7 +54,8 @@ def real_states(game: str, states: int, hold: int, context: int, resolution: int
     outcomes: list[np.ndarray] = []
     episode = 0
     while len(ctx) < states:
-        frames, actions = [sim.reset(seed=seed + episode)], list[int]()
+        frames = [sim.reset(seed=seed + episode)]
+        actions: list[int] = []
         policy.reset()
         episode += 1
         next_stop = context + int(rng.integers(spacing))

@@ -38,8 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.autopilot import make_policy  # noqa: E402
-from engine.errors import run_command  # noqa: E402
+from engine.errors import UserError, run_command  # noqa: E402
 from engine.events import load_catalog  # noqa: E402
+from engine.files import write_atomic  # noqa: E402
 from engine.games import make_simulator  # noqa: E402
 from engine.real import CarRacingSimulator  # noqa: E402
 from engine.session import psnr  # noqa: E402  (uint8 frames, 99 dB when equal)
@@ -106,8 +107,7 @@ def main() -> int:
     for name in args.events:
         spec = catalog.events.get(name)
         if spec is None or not spec.physics:
-            print(f"error: '{name}' is not a CarRacing physics event", file=sys.stderr)
-            return 2
+            raise UserError(f"'{name}' is not a CarRacing physics event")
     sim = None
     resolution = 64
     if args.checkpoint:
@@ -115,14 +115,13 @@ def main() -> int:
 
         sim = open_neural_simulator(args.checkpoint, device=args.device)
         if sim.spec.name != "carracing":
-            print(f"error: {args.checkpoint} is a {sim.spec.name} model, not carracing", file=sys.stderr)
-            return 2
+            sim.close()
+            raise UserError(f"{args.checkpoint} is a {sim.spec.name} model, not carracing")
         resolution = int(sim.model.resolution)
     context = sim.context_frames if sim is not None else 1
     if min(args.onsets) < context or args.horizon < 1 or args.episodes < 1:
-        print(f"error: need --episodes >= 1, --horizon >= 1 and onsets >= {context} (the model's "
-              "context frames come before the onset)", file=sys.stderr)
-        return 2
+        raise UserError(f"need --episodes >= 1, --horizon >= 1 and onsets >= {context} (the model's "
+                        "context frames come before the onset)")
 
     h = args.horizon
     pictures: dict[str, list[np.ndarray]] = {n: [] for n in args.events}  # rows of (k, 3, R, R) uint8
@@ -169,7 +168,7 @@ def main() -> int:
     if sim is not None:
         sim.close()
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_atomic(Path(args.json), (json.dumps(result, indent=2) + "\n").encode())
     picture_rows = [torch.from_numpy(r).float() / 127.5 - 1 for n in args.events for r in pictures[n]]
     if args.png and picture_rows:
         write_png(args.png, strip(picture_rows))

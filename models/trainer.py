@@ -63,7 +63,7 @@ class TrainConfig:
     """Threads building batches ahead (0: inline)."""
     seed: int = 0
     event_dropout: float = 0.1
-    """Probability an example's event vectors are zeroed (null-event dropout)."""
+    """Probability an example's events are hidden behind one null vector (null-event dropout)."""
     event_change_fraction: float = 0.0
     """Share of each batch drawn from windows where an event starts or ends (windows.WindowSampler)."""
     event_noise: float = 0.0

@@ -6,9 +6,10 @@
    contexts stored in the checkpoint, so the model never has to invent a first frame.)
 2. Event vectors: per example and per active event one TRAINING paraphrase embedding is drawn
    (as if one user had typed it), and the vectors of the events active at step t are summed;
-   zeros when none. With probability `event_dropout` a whole example's event vectors are
-   zeroed (null-event dropout) so the model also learns the unconditioned world, except in
-   windows where an event starts or ends (those would teach it to invent events).
+   zeros when none. With probability `event_dropout` a whole example's events are hidden
+   (null-event dropout): its active steps get `HIDDEN_EVENT`, not zeros, so zeros always mean
+   a clear world. Windows where an event starts or ends are spared (those would teach the model
+   to invent events).
 3. Batch i is a pure function of (seed, rank, i): resuming at step i draws exactly the batches
    an uninterrupted run would have, and DDP ranks draw disjoint random streams.
 """
@@ -26,7 +27,7 @@ import torch
 
 from engine.errors import UserError
 from models.data import Recordings
-from models.world import EVENT_DIM, Batch
+from models.world import EVENT_DIM, HIDDEN_EVENT, Batch
 
 
 @dataclass
@@ -62,7 +63,7 @@ class WindowSampler:
         window: T, steps per window.
         batch_size: windows per batch (per rank under DDP).
         event_bank: event name -> (P, EVENT_DIM) unit training-paraphrase embeddings.
-        event_dropout: probability that an example's event vectors are zeroed.
+        event_dropout: probability that an example's events are hidden behind `HIDDEN_EVENT`.
         seed, rank: the random stream; batch i depends only on (seed, rank, i).
         event_change_fraction: share of each batch drawn from the windows in which the set of
             active events changes (an onset or an end). Those are the only examples where the
@@ -206,6 +207,7 @@ class WindowSampler:
             # model learns to invent events in long rollouts.
             keep |= (active != active[:, :1]).any(axis=(1, 2))
             events = np.einsum("bte,bed->btd", active * keep[:, None, None], chosen).astype(np.float32)
+            events[~keep[:, None] & active.any(axis=2)] = HIDDEN_EVENT  # (B, T) mask: steps hidden
         return RawBatch(torch.from_numpy(frames), torch.from_numpy(actions), torch.from_numpy(rewards),
                         torch.from_numpy(terms), torch.from_numpy(events))
 

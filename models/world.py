@@ -10,10 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 EVENT_DIM = 384
 """Width of an event vector: the sentence encoder's embedding size (all-MiniLM-L6-v2)."""
+
+HIDDEN_EVENT = (np.where(np.arange(EVENT_DIM) % 2 == 0, 1.0, -1.0) / np.sqrt(EVENT_DIM)).astype(np.float32)
+"""(EVENT_DIM,) unit vector that null-event dropout puts in place of the events it hides.
+
+Zeros already mean "no event is on", and play feeds zeros whenever the console is quiet. Had
+dropout used zeros too, a steady night would be taught as "zeros + a dark context -> dark", and
+in play the model would keep and deepen any faint tint it drew itself, inventing night without
+a prompt. Its own vector keeps "some event, unnamed" apart from "none". Alternating signs put it
+near no prompt: |cosine| <= 0.16 against every paraphrase in assets/events.yaml."""
 
 
 @dataclass
@@ -33,7 +43,7 @@ class Batch:
     """(B, T) float 0/1: the episode ended on step t."""
     events: torch.Tensor
     """(B, T, EVENT_DIM) float: event vector active during step t (sum of the unit prompt
-    embeddings of the active events; zeros when none)."""
+    embeddings of the active events; zeros when none; `HIDDEN_EVENT` where dropout hid them)."""
     valid: torch.Tensor
     """(B, T+1) bool: False for padding frames before an episode's first frame."""
 

@@ -18,6 +18,7 @@ from models.config import resolve_config
 from models.data import Recordings, split_episodes
 from models.registry import build_model
 from models.windows import WindowSampler
+from models.world import HIDDEN_EVENT
 
 CONFIG = Path(__file__).resolve().parents[1] / "assets" / "configs" / "breakout-diffusion.yaml"
 
@@ -158,8 +159,13 @@ def test_cache_windows_and_event_vectors(data: Path) -> None:
     dropped = WindowSampler(recs, [0, 1, 2], 8, 64, bank, event_dropout=1.0).batch(3).events
     ref = WindowSampler(recs, [0, 1, 2], 8, 64, bank, event_dropout=0.0).batch(3).events  # same draws
     steady = ~((ref - ref[:, :1]).abs().sum(-1) > 0).any(1)  # windows where no event starts or ends
-    assert steady.any() and float(dropped[steady].abs().sum()) == 0
-    assert torch.equal(dropped[~steady], ref[~steady])
+    assert steady.any() and torch.equal(dropped[~steady], ref[~steady])
+    # Hidden steps carry the one null vector; steps with no event stay zeros ("a clear world").
+    hidden = torch.from_numpy(HIDDEN_EVENT)
+    was_on = ref[steady].abs().sum(-1) > 0  # (N, T)
+    assert was_on.any() and (~was_on).any()
+    assert torch.equal(dropped[steady][was_on], hidden.expand(int(was_on.sum()), -1))
+    assert float(dropped[steady][~was_on].abs().sum()) == 0
 
 
 def test_split_and_too_small_data(tmp_path: Path, data: Path) -> None:

@@ -164,6 +164,8 @@ def test_eval_writes_json_and_pngs(trained: Path, data: Path, tmp_path: Path) ->
         assert key in result
     assert set(result["psnr"]) == {"1", "4", "16", "64"}
     assert result["psnr"]["1"] > 5 and 0 < result["ssim"]["1"] <= 1
+    # Signed brightness gap in grey levels: finite, and within what 8-bit frames allow.
+    assert set(result["level_shift"]) == set(result["psnr"]) and abs(result["level_shift"]["1"]) < 255
     assert isinstance(result["action_dpsnr_16"], float)
     assert result["drift"]["12"] > 0 and result["drift"]["real_baseline"] >= 0
     assert result["episodes"] == load_run(trained).config["data"]["heldout_episodes"]

@@ -30,7 +30,8 @@ EPILOG = """\
 examples:
   python train.py eval --checkpoint runs/bk --data data/breakout --json eval.json
   python train.py eval --checkpoint checkpoints/breakout --data data/breakout --episodes 5 --max-rollouts 32
-Writes the JSON (psnr, ssim by horizon, action_dpsnr_16, drift, reward_f1 of the
+Writes the JSON (psnr, ssim, level_shift (mean brightness, generated minus real, in grey
+levels) by horizon, action_dpsnr_16, drift, reward_f1 of the
 scoring steps (reward > 0), termination_f1, ...),
 a plot of the metrics by horizon and a strip of real (top) over generated (bottom) frames."""
 
@@ -107,7 +108,7 @@ def open_loop(model: Any, recs: Any, items: list[tuple[int, int, int]], horizon:
     from models.metrics import f1_score, gather_windows, psnr, rollout, ssim
 
     c = int(model.context_frames)
-    ps, ss, valid, pred_r, true_r, pred_e, true_e = [], [], [], [], [], [], []
+    ps, ss, lv, valid, pred_r, true_r, pred_e, true_e = [], [], [], [], [], [], [], []
     shuffled_gap: list[float] = []
     strip_rows: list[Any] = []
     for lo in range(0, len(items), batch):
@@ -120,6 +121,9 @@ def open_loop(model: Any, recs: Any, items: list[tuple[int, int, int]], horizon:
         b = real.shape[0]
         ps.append(psnr(frames.flatten(0, 1), real.flatten(0, 1)).view(b, horizon).cpu().numpy())
         ss.append(ssim(frames.flatten(0, 1), real.flatten(0, 1)).view(b, horizon).cpu().numpy())
+        # Mean brightness gap in grey levels (frames span 2 units = 255 levels), (B, horizon):
+        # a model that tints or darkens the world unprompted shows it here before PSNR says why.
+        lv.append(((frames - real).float().mean(dim=(2, 3, 4)) * 127.5).cpu().numpy())
         valid.append(g["valid"])
         # Scoring steps (reward > 0): CarRacing pays -0.2 on almost every step, so "any
         # reward" would be a trivial F1 of 1 there.
@@ -149,7 +153,7 @@ def open_loop(model: Any, recs: Any, items: list[tuple[int, int, int]], horizon:
             p_shuf = psnr(shuf[:, h16 - 1], real[:, h16 - 1])[keep]
             shuffled_gap += (p_rec - p_shuf).cpu().tolist()
         progress.update(len(chunk))
-    P, S, V = np.concatenate(ps), np.concatenate(ss), np.concatenate(valid)
+    P, S, L, V = np.concatenate(ps), np.concatenate(ss), np.concatenate(lv), np.concatenate(valid)
 
     def at(table: np.ndarray, h: int) -> float | None:
         if h > horizon or not V[:, h - 1].any():
@@ -160,6 +164,7 @@ def open_loop(model: Any, recs: Any, items: list[tuple[int, int, int]], horizon:
     end_f1, end_counts = f1_score(np.concatenate(pred_e)[V], np.concatenate(true_e)[V])
     return {
         "psnr": {str(h): at(P, h) for h in HORIZONS}, "ssim": {str(h): at(S, h) for h in HORIZONS},
+        "level_shift": {str(h): at(L, h) for h in HORIZONS},
         "action_dpsnr_16": round(float(np.mean(shuffled_gap)), 4) if shuffled_gap else None,
         "reward_f1": reward_f1, "termination_f1": end_f1,
         "reward_counts": reward_counts, "termination_counts": end_counts,
@@ -372,6 +377,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"eval of {args.checkpoint} on {len(items)} rollouts from {len(held)} episodes ({split}):")
     print("  PSNR " + "  ".join(f"@{h} {out['psnr'][str(h)]}" for h in hs))
     print("  SSIM " + "  ".join(f"@{h} {out['ssim'][str(h)]}" for h in hs))
+    print("  brightness, generated minus real (grey levels) "
+          + "  ".join(f"@{h} {out['level_shift'][str(h)]:+.1f}" for h in hs if out['level_shift'][str(h)] is not None))
     print(f"  action dPSNR@16 {out['action_dpsnr_16']}  reward F1 {out['reward_f1']}  "
           f"termination F1 {out['termination_f1']}")
     if out.get("one_step_count"):

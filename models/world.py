@@ -19,11 +19,11 @@ EVENT_DIM = 384
 HIDDEN_EVENT = (np.where(np.arange(EVENT_DIM) % 2 == 0, 1.0, -1.0) / np.sqrt(EVENT_DIM)).astype(np.float32)
 """(EVENT_DIM,) unit vector that null-event dropout puts in place of the events it hides.
 
-Zeros already mean "no event is on", and play feeds zeros whenever the console is quiet. Had
-dropout used zeros too, a steady night would be taught as "zeros + a dark context -> dark", and
-in play the model would keep and deepen any faint tint it drew itself, inventing night without
-a prompt. Its own vector keeps "some event, unnamed" apart from "none". Alternating signs put it
-near no prompt: |cosine| <= 0.16 against every paraphrase in assets/events.yaml."""
+Zeros mean "no event is on", and play feeds zeros whenever the console is quiet. Were dropout
+to use zeros too, a steady night would be taught as "zeros + a dark context -> dark": the one
+vector play relies on for a clear world would also stand for "keep whatever look is showing".
+Its own vector keeps "some event, unnamed" apart from "none". Alternating signs put it near no
+prompt: |cosine| <= 0.16 against every paraphrase in assets/events.yaml."""
 
 
 @dataclass

@@ -226,14 +226,10 @@ def sunset(frame: np.ndarray, t: int, seed: int) -> np.ndarray:
     mul, glow, sky = _sunset_grade(h, w, int(round(32 * depth)))
     brightest = np.maximum(np.maximum(frame[..., 0], frame[..., 1]), frame[..., 2])  # (H, W); 30x faster than max(axis=2)
     dark = _SKY_DARK - np.minimum(brightest, _SKY_DARK)  # (H, W) uint8 in [0, 80]
-    out = frame * mul  # uint8 * uint16 -> uint16
-    out >>= 8
-    out += glow
     lift = sky * np.repeat(dark[..., None], 3, axis=2)  # <= 256 * 80 fits uint16; (H, W, 3) x (H, W, 3) is fast
     lift >>= 8
-    out += lift
-    np.minimum(out, 255, out=out)
-    return out.astype(np.uint8)
+    lift += glow
+    return _mul_add(frame, mul, lift)
 
 
 # --- earthquake -----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.config import resolve_config  # noqa: E402
+from models.config import apply_overrides, resolve_config  # noqa: E402
 from models.diffusion_world import DiffusionConfig, DiffusionWorldModel  # noqa: E402
 from models.neural_sim import resolve_device  # noqa: E402
 from models.world import EVENT_DIM, Batch  # noqa: E402
@@ -46,17 +46,23 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--no-bf16", action="store_true")
+    p.add_argument("--channels-last", action="store_true", help="NHWC conv weights (train.channels_last)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. model.rollout_steps=4 (self-rollout training)")
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args()
 
     device = resolve_device(args.device)
     config = resolve_config(args.config, [f"preset={args.preset}"])
+    config = apply_overrides(config, args.set)
     torch.manual_seed(0)
     model = DiffusionWorldModel(DiffusionConfig.parse(config["model"]), 4).to(device).train()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
+        if args.channels_last:
+            model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     loss_fn = torch.compile(model.loss) if args.compile else model.loss
     bf16 = device.type == "cuda" and not args.no_bf16
@@ -83,7 +89,9 @@ def main() -> int:
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     result = {"preset": args.preset, "device": str(device), "batch": args.batch, "bf16": bf16,
-              "compile": args.compile, "ms_per_step": round(dt / args.steps * 1000, 2),
+              "compile": args.compile,
+              "channels_last": args.channels_last and device.type == "cuda", "overrides": args.set,
+              "ms_per_step": round(dt / args.steps * 1000, 2),
               "samples_per_s": round(args.batch * args.steps / dt, 1), "warmup_s": round(warm_s, 1),
               "params": sum(x.numel() for x in model.parameters())}
     print(json.dumps(result))

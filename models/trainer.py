@@ -80,6 +80,9 @@ class TrainConfig:
     """Optimizer steps of each stage."""
     save_dtype: str = "float32"
     """Storage of the playable weights: float32, or bfloat16 to halve shipped files."""
+    channels_last: bool = False
+    """Train with NHWC conv weights on CUDA (benchmarks/diffusion_train_speed.py --channels-last
+    says whether it pays on a card); ignored on the CPU. Saved weights are the same either way."""
 
     @staticmethod
     def parse(data: dict[str, Any] | None) -> TrainConfig:
@@ -149,6 +152,14 @@ class Trainer:
         self.recs, self.train_eps, self.held_eps = recs, train, held
         self.start_frames, self.start_actions = start
         self.dist = init_distributed(device)
+        if device.type == "cuda":
+            # Batch shapes are fixed for a run: let cuDNN time its conv kernels once and keep the
+            # fastest; TF32 for what autocast leaves in fp32 (the loss, the heads' norms).
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            if self.cfg.channels_last:
+                model.to(memory_format=torch.channels_last)
         wm: Any = model
         window = int(wm.train_window)
         self.sampler = WindowSampler(recs, train, window, self.cfg.batch_size, event_bank,

@@ -62,7 +62,7 @@ def main() -> int:
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
         if args.channels_last:
-            model.to(memory_format=torch.channels_last)
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     loss_fn = torch.compile(model.loss) if args.compile else model.loss
     bf16 = device.type == "cuda" and not args.no_bf16

@@ -159,7 +159,7 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             if self.cfg.channels_last:
-                model.to(memory_format=torch.channels_last)
+                model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         wm: Any = model
         window = int(wm.train_window)
         self.sampler = WindowSampler(recs, train, window, self.cfg.batch_size, event_bank,

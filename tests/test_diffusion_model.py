@@ -305,7 +305,7 @@ def test_self_rollout_context_is_the_models_own(breakout: tuple[torch.Tensor, ..
     torch.manual_seed(5)
     again = model._rolled_context(batch, real)
     torch.manual_seed(5)
-    torch.rand(real.shape[0])  # the draw of the rows comes first
+    torch.randperm(real.shape[0])  # the draw of the rows comes first
     noise = initial_noise(tuple(real[:, 0].shape), model.samplers[model.sampler_name], "cpu", None)
     first, _ = model.generate(batch.frames[:, :c], batch.actions[:, :c], batch.events[:, c - 1], noise)
     assert torch.allclose(again[:, c - 2], first, atol=1e-5)

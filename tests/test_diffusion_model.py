@@ -313,5 +313,20 @@ def test_self_rollout_context_is_the_models_own(breakout: tuple[torch.Tensor, ..
     loss, _ = model.loss(batch)
     loss.backward()
     assert model.unet.event_proj.weight.grad is not None
+
+
+def test_self_rollout_rolls_a_fixed_share(breakout: tuple[torch.Tensor, ...]) -> None:
+    """round(B * rollout_fraction) rows are drawn every step, never a varying count: a new
+    sub-batch size each step makes cuDNN plan its convolutions again at every step."""
+    config = resolve_config(CONFIG, ["preset=tiny", "model.rollout_steps=1", "model.rollout_fraction=0.3"])
+    model = DiffusionWorldModel(DiffusionConfig.parse(config["model"]), 4)
+    batch = windows(breakout, model.train_window)
+    b, c = batch.frames.shape[0], model.context_frames
+    real = batch.frames[:, -(c + 1):-1]
+    for seed in range(3):
+        torch.manual_seed(seed)
+        rolled = model._rolled_context(batch, real)
+        changed = (rolled - real).flatten(1).abs().amax(1) > 0  # (B,)
+        assert int(changed.sum()) == round(b * 0.3)
     with pytest.raises(ConfigError, match="rollout"):
         DiffusionConfig.parse({**config["model"], "rollout_fraction": 2})

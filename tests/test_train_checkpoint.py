@@ -137,6 +137,9 @@ def test_cache_windows_and_event_vectors(data: Path) -> None:
     recs = Recordings(ds, 64, ["night", "rain"], progress=False)
     cache = sorted((data / ".cache" / "64").glob("*.npy"))
     assert len(cache) == 3
+    # Episodes are built on several threads but kept in dataset order, each with its own steps.
+    assert [e.index for e in recs.episodes] == [0, 1, 2]
+    assert [e.num_steps for e in recs.episodes] == [len(ds.read(i, ("actions",))["actions"]) for i in range(3)]
     stamp = cache[0].stat().st_mtime_ns
     again = Recordings(open_dataset(data), 64, ["night", "rain"], progress=False)
     assert cache[0].stat().st_mtime_ns == stamp  # fresh cache is reused, not rebuilt

@@ -313,6 +313,8 @@ def test_self_rollout_context_is_the_models_own(breakout: tuple[torch.Tensor, ..
     loss, _ = model.loss(batch)
     loss.backward()
     assert model.unet.event_proj.weight.grad is not None
+    with pytest.raises(ConfigError, match="rollout"):
+        DiffusionConfig.parse({**config["model"], "rollout_fraction": 2})
 
 
 def test_self_rollout_rolls_a_fixed_share(breakout: tuple[torch.Tensor, ...]) -> None:
@@ -328,5 +330,3 @@ def test_self_rollout_rolls_a_fixed_share(breakout: tuple[torch.Tensor, ...]) ->
         rolled = model._rolled_context(batch, real)
         changed = (rolled - real).flatten(1).abs().amax(1) > 0  # (B,)
         assert int(changed.sum()) == round(b * 0.3)
-    with pytest.raises(ConfigError, match="rollout"):
-        DiffusionConfig.parse({**config["model"], "rollout_fraction": 2})

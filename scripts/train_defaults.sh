@@ -11,7 +11,8 @@
 #   (default all three, side by side on the one GPU; one alone gets the whole card).
 # The diffusion models train with the shipped recipe's self-rollout (`model.rollout_steps: 4`)
 #   at batch DIFF_BATCH (default 256) and lr DIFF_LR (default 4e-4): with a fixed rolled share
-#   per batch an H100 runs that at ~5,700 samples/s (batch 512), against ~600 before.
+#   per batch an H100 runs that at ~5,700 samples/s (batch 512), against ~600 before. What
+#   this batch and lr give in quality has not been measured yet: evaluate before shipping.
 # BENCH=0: skip the benchmarks at the end.
 # FROM=checkpoints: go on training the shipped CarRacing diffusion model instead of starting
 #   afresh, with the recipe it was trained with (`fit --config checkpoints/NAME --init

@@ -108,3 +108,22 @@ def test_sunset_shows_on_a_black_background_from_its_first_steps_and_is_not_nigh
     assert night[20, 80, 2] > night[20, 80, 0] and late[20, 80, 0] > late[20, 80, 2]
     bright = np.full((210, 160, 3), 200, np.uint8)  # lit pixels get the grade, not the sky colour
     assert LOOKS["sunset"](bright, 40, 0)[200, 80, 1] < 200
+
+
+def test_look_ceiling_separates_seeded_layouts_from_fixed_grades():
+    """benchmarks/look_ceiling.py: night and sunset are the same whatever the seed (a model can
+    match them exactly), while a random layout is matched best by the mean of its draws, never
+    by one more draw; the earthquake's jolts leave a sampler no dPSNR to earn at all."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.look_ceiling import ceiling
+
+    frames = np.stack(_episode("breakout", [], steps=12)[1:])  # (12, 210, 160, 3) real frames
+    for name in ("night", "sunset"):
+        assert ceiling(frames, name, [8], 2, 64)["another_draw"] == 100.0
+    for name in ("rain", "snow", "fog", "earthquake"):
+        r = ceiling(frames, name, [8], 4, 64)
+        assert r["another_draw"] < r["mean_of_draws"] < 100.0, (name, r)
+    assert ceiling(frames, "earthquake", [8, 16], 4, 64)["sampler_ceiling_dpsnr"] < 0.5

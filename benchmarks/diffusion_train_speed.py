@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from models.config import apply_overrides, resolve_config  # noqa: E402
 from models.diffusion_world import DiffusionConfig, DiffusionWorldModel  # noqa: E402
-from models.neural_sim import resolve_device  # noqa: E402
+from models.neural_sim import resolve_device, tune_cuda_backends  # noqa: E402
 from models.world import EVENT_DIM, Batch  # noqa: E402
 
 
@@ -58,9 +58,7 @@ def main() -> int:
     torch.manual_seed(0)
     model = DiffusionWorldModel(DiffusionConfig.parse(config["model"]), 4).to(device).train()
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+        tune_cuda_backends()  # as train.py fit does
         if args.channels_last:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")

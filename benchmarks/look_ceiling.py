@@ -53,11 +53,11 @@ def event_free_frames(data: str, count: int, seed: int) -> np.ndarray:
     per_episode = max(1, -(-count // len(ds.episodes)))
     picked = []
     for i in range(len(ds.episodes)):
-        obs, _ = ds.load_frames(i)
-        events = ds.read(i, ("events",))["events"][: len(obs)]
-        free = np.flatnonzero([not str(e) for e in events])
+        obs, _ = ds.load_frames(i)  # (n+1, H, W, 3): obs[j + 1] is the frame after step j
+        events = ds.read(i, ("events",))["events"][: len(obs) - 1]
+        free = np.flatnonzero([not str(e) for e in events])  # steps with no event on
         if len(free):
-            picked.append(obs[rng.choice(free, min(per_episode, len(free)), replace=False)])
+            picked.append(obs[rng.choice(free, min(per_episode, len(free)), replace=False) + 1])
         if sum(len(p) for p in picked) >= count:
             break
     if not picked:

@@ -52,6 +52,15 @@ def resolve_device(name: str | None = "auto", quiet: bool = False) -> torch.devi
     return device
 
 
+def tune_cuda_backends() -> None:
+    """Process-wide CUDA settings for fixed-shape convolution work (play steps, training steps):
+    cuDNN times its kernels once per input shape and keeps the fastest, and fp32 matmuls and
+    convolutions may use TF32. Changes results by float rounding only."""
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
 class NeuralSimulator:
     """A world model behind the `Simulator` protocol, batch 1.
 
@@ -93,9 +102,7 @@ class NeuralSimulator:
     def _optimize(self, compile: bool) -> None:
         """Device-specific speed-ups that do not change results beyond float rounding."""
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest conv kernels once
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+            tune_cuda_backends()  # static shapes: the fastest conv kernels are picked once
             if hasattr(self.model, "use_cuda_graphs"):
                 self.model.use_cuda_graphs(True)  # whole step as one graph per sampler preset
         elif self.device.type == "cpu":

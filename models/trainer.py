@@ -26,6 +26,7 @@ from models.checkpoint import TrainState, load_weights, save_run
 from models.config import ConfigError, from_dict
 from models.data import Recordings
 from models.metrics import psnr, rollout, strip
+from models.neural_sim import tune_cuda_backends
 from models.train_runtime import EMA, LossModule, StopFlag, init_distributed, rng_state
 from models.windows import RawBatch, WindowSampler, heldout_batches
 
@@ -153,11 +154,7 @@ class Trainer:
         self.start_frames, self.start_actions = start
         self.dist = init_distributed(device)
         if device.type == "cuda":
-            # Batch shapes are fixed for a run: let cuDNN time its conv kernels once and keep the
-            # fastest; TF32 for what autocast leaves in fp32 (the loss, the heads' norms).
-            torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+            tune_cuda_backends()  # batch shapes are fixed for a run; TF32 for what autocast leaves in fp32
             if self.cfg.channels_last:
                 model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         wm: Any = model

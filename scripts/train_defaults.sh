@@ -14,6 +14,8 @@
 #   per batch an H100 runs that at ~5,700 samples/s (batch 512), against ~600 before. What
 #   this batch and lr give in quality has not been measured yet: evaluate before shipping.
 # BENCH=0: skip the benchmarks at the end.
+# COLLECT_SECS: the most each collection may take (default 900); on the limit it stops cleanly
+#   and training uses what was recorded.
 # FROM=checkpoints: go on training the shipped CarRacing diffusion model instead of starting
 #   afresh, with the recipe it was trained with (`fit --config checkpoints/NAME --init
 #   checkpoints/NAME`), batch FT_BATCH (default 64) at lr FT_LR (default 1e-4). A few minutes of
@@ -44,17 +46,25 @@ if [ "${FROM:-}" = checkpoints ]; then
 else
   MODELS=${MODELS:-"breakout-diffusion carracing-diffusion breakout-autoregressive"}
 fi
+collect() {  # name collect-args...: progress to OUT/collect-NAME.log, at most COLLECT_SECS
+  # SIGINT at the limit: collect closes the episodes in play and training goes on with what
+  # was recorded, so a stalled worker cannot eat the training budget.
+  local name=$1; shift
+  timeout -s INT "${COLLECT_SECS:-900}" python train.py collect --workers "$WORKERS" "$@" \
+    > "$OUT/collect-$name.log" 2>&1
+  log "collect $name exited $?"; tail -1 "$OUT/collect-$name.log"
+}
 log "collect for: $MODELS"
 if [[ " $MODELS " == *" breakout-"* ]]; then
-  python train.py collect --game breakout --policy scripted --episodes $BK_EPISODES --workers "$WORKERS" \
-    --seed 0 --max-steps 2000 --no-audio --events random --out "$DATA/breakout" 2>&1 | tail -1
-  python train.py collect --game breakout --policy random --episodes $BK_RANDOM --workers "$WORKERS" \
-    --seed 100000 --max-steps 1000 --no-audio --events random --out "$DATA/breakout" 2>&1 | tail -1
+  collect breakout-scripted --game breakout --policy scripted --episodes $BK_EPISODES \
+    --seed 0 --max-steps 2000 --no-audio --events random --out "$DATA/breakout"
+  collect breakout-random --game breakout --policy random --episodes $BK_RANDOM \
+    --seed 100000 --max-steps 1000 --no-audio --events random --out "$DATA/breakout"
   python train.py info --data "$DATA/breakout" | sed -n 1,6p
 fi
 if [[ " $MODELS " == *" carracing-"* ]]; then
-  python train.py collect --game carracing --policy scripted --episodes $CAR_EPISODES --workers "$WORKERS" \
-    --seed 0 --max-steps $CAR_STEPS --events random --out "$DATA/carracing" 2>&1 | tail -1
+  collect carracing --game carracing --policy scripted --episodes $CAR_EPISODES \
+    --seed 0 --max-steps $CAR_STEPS --events random --out "$DATA/carracing"
   python train.py info --data "$DATA/carracing" | sed -n 1,6p
 fi
 

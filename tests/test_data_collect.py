@@ -113,3 +113,41 @@ def test_ctrl_c_closes_episodes_cleanly(tmp_path: Path, workers: str) -> None:
     assert all(e.complete for e in ds.episodes)
     assert any(e.meta["extra"].get("stopped") for e in ds.episodes)
     assert all(any(p.iterdir()) for p in out.iterdir())  # unused reserved ids were given back
+
+
+def test_a_dead_worker_ends_collect_with_an_error(tmp_path: Path) -> None:
+    """SIGKILL to one worker (as the OOM killer would): collect stops with one error line and a
+    non-zero exit instead of waiting forever for the lost episode; finished episodes stay."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(train.__file__).resolve().parent
+    out = tmp_path / "d"
+    proc = subprocess.Popen(
+        [sys.executable, str(root / "train.py"), "collect", "--game", "carracing", "--policy", "scripted",
+         "--episodes", "6", "--max-steps", "5000", "--workers", "2", "--no-audio", "--out", str(out)],
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": str(root)})
+
+    def workers() -> list[int]:  # the pool's processes, not multiprocessing's resource tracker
+        found = []
+        for child in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline:
+                found.append(int(child))
+        return found
+
+    deadline = time.monotonic() + 60
+    while not list(out.glob("episode-*/steps-*.npz")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(workers()[0], signal.SIGKILL)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, output
+    lines = [ln for ln in output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "worker process died" in lines[0], output
+    with pytest.warns(UserWarning):  # the killed episode is reported as unfinished, and kept
+        ds = open_dataset(out)
+    assert sum(e.num_steps for e in ds.episodes) > 0

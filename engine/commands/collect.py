@@ -203,9 +203,57 @@ def next_seed(root: str | Path) -> int:
     return max(seeds) + 1
 
 
-def run(args: argparse.Namespace) -> int:
-    import multiprocessing as mp
+def _play_in_workers(tasks: list[tuple[CollectJob, int, int, int]], workers: int,
+                     results: list[EpisodeResult], bar: Any, show: Any, out: Path) -> bool:
+    """Play `tasks` in spawned worker processes, appending each finished episode to `results`.
 
+    A process pool from concurrent.futures rather than multiprocessing.Pool: when a worker dies
+    (killed, out of memory, a crash in an emulator) the pool breaks and says so, where
+    multiprocessing.Pool quietly starts a new worker and waits forever for the lost episode.
+    Returns whether Ctrl+C stopped the run; a second Ctrl+C raises KeyboardInterrupt.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = mp.get_context("spawn")  # no inherited emulator/GL state; same on every OS
+    q, stop = ctx.Queue(), ctx.Event()
+    pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker,
+                               initargs=(q, stop))
+    interrupted = False
+    pending = {pool.submit(_worker, task) for task in tasks}
+    try:
+        while pending:
+            try:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                for future in done:
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        raise UserError(
+                            f"a collect worker process died (killed, or out of memory?); the "
+                            f"{len(results)} episodes finished before it are kept in {out}") from None
+                    if result is not None:
+                        results.append(result)
+                        bar.update(1)
+                while True:
+                    try:
+                        show(q.get_nowait())
+                    except queue.Empty:
+                        break
+            except KeyboardInterrupt:
+                if interrupted:
+                    raise  # second Ctrl+C: give up waiting (chunks on disk stay readable)
+                interrupted = True
+                stop.set()  # episodes in play close at their next check; queued ones are skipped
+                bar.write("stopping: closing the episodes being played (Ctrl+C again to abort)")
+    finally:
+        stop.set()
+        pool.shutdown(wait=not (interrupted and pending), cancel_futures=True)  # no wait on a 2nd Ctrl+C
+    return interrupted
+
+
+def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from engine.games import find_game
@@ -223,7 +271,6 @@ def run(args: argparse.Namespace) -> int:
     ids = reserve_episode_ids(args.out, args.episodes)
     tasks = [(job, k, seed + k, eid) for k, eid in enumerate(ids)]
     results: list[EpisodeResult] = []
-    answered = 0
     interrupted = False
     total_steps = 0
     start = time.perf_counter()
@@ -241,32 +288,7 @@ def run(args: argparse.Namespace) -> int:
                 results.append(play_episode(*task, progress=show))
                 bar.update(1)
         else:
-            ctx = mp.get_context("spawn")  # no inherited emulator/GL state; same on every OS
-            q, stop = ctx.Queue(), ctx.Event()
-            with ctx.Pool(min(args.workers, len(tasks)), initializer=_init_worker,
-                          initargs=(q, stop)) as pool:
-                pending = pool.imap_unordered(_worker, tasks)
-                while answered < len(tasks):
-                    try:
-                        try:
-                            result = pending.next(timeout=0.2)
-                            answered += 1
-                            if result is not None:
-                                results.append(result)
-                                bar.update(1)
-                        except mp.TimeoutError:
-                            pass
-                        while True:
-                            try:
-                                show(q.get_nowait())
-                            except queue.Empty:
-                                break
-                    except KeyboardInterrupt:
-                        if interrupted:
-                            raise  # second Ctrl+C: give up waiting (chunks on disk stay readable)
-                        interrupted = True
-                        stop.set()
-                        bar.write("stopping: closing the episodes being played (Ctrl+C again to abort)")
+            interrupted = _play_in_workers(tasks, args.workers, results, bar, show, Path(args.out))
     except KeyboardInterrupt:
         interrupted = True
         if args.workers > 1:

@@ -16,6 +16,9 @@
 # BENCH=0: skip the benchmarks at the end.
 # COLLECT_SECS: the most each collection may take (default 900); on the limit it stops cleanly
 #   and training uses what was recorded.
+# UNTIL: a wall-clock end (seconds since the epoch, `date -d '+10 min' +%s`) for a machine lent
+#   for a fixed time: training then stops UNTIL_MARGIN (default 30) seconds before it, however
+#   long collection took, so the export still lands. TRAIN_SECONDS stays a ceiling.
 # FROM=checkpoints: go on training the shipped CarRacing diffusion model instead of starting
 #   afresh, with the recipe it was trained with (`fit --config checkpoints/NAME --init
 #   checkpoints/NAME`), batch FT_BATCH (default 64) at lr FT_LR (default 1e-4). A few minutes of
@@ -75,6 +78,11 @@ fit() {  # name config data extra-args
     --device $DEVICE --no-progress $4 > "$OUT/fit-$1.log" 2>&1
   log "fit $1 exited $?"; tail -3 "$OUT/fit-$1.log"
 }
+if [ -n "${UNTIL:-}" ]; then
+  LEFT=$(( UNTIL - $(date +%s) - ${UNTIL_MARGIN:-30} ))
+  [ "$LEFT" -lt "$SECS" ] && SECS=$LEFT
+  [ "$SECS" -lt 10 ] && SECS=10
+fi
 log "train for $SECS s"
 if [ "${FROM:-}" = checkpoints ]; then
   FT="--set train.batch_size=${FT_BATCH:-64} --set train.lr=${FT_LR:-1e-4} --set train.warmup_steps=100"

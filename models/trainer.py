@@ -150,6 +150,8 @@ class Trainer:
         self.model, self.config, self.spec = model, config, spec
         self.cfg = TrainConfig.parse(config.get("train"))
         self.device, self.run_dir, self.progress = device, Path(run_dir), progress
+        self._status_at: float | None = None  # when the last plain status line was printed
+        self._status_step = 0
         self.recs, self.train_eps, self.held_eps = recs, train, held
         self.start_frames, self.start_actions = start
         self.dist = init_distributed(device)
@@ -328,6 +330,7 @@ class Trainer:
             smooth = value if smooth is None else 0.9 * smooth + 0.1 * value
             bar.update(1)
             bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{lr:.1e}")
+            self._status_line(bar, smooth, lr)
             last = {"loss": value, "lr": lr, "grad_norm": float(gnorm), **logs}
             self._log(last)
             if cfg.eval_every and self.step % cfg.eval_every == 0:
@@ -339,6 +342,26 @@ class Trainer:
                 self.save(optimizer)
             tick = time.perf_counter()  # evaluation and saving are not training time
         return optimizer, last
+
+    STATUS_EVERY_S = 60.0
+    """Seconds between plain status lines when the bar is off (--no-progress, logs, batch jobs)."""
+
+    def _status_line(self, bar: Any, loss: float, lr: float) -> None:
+        """Without a bar, a log of a long run would say nothing until the end: print one line
+        a minute with the step, smoothed loss, speed and time left."""
+        if not bar.disable or not self.dist.main:
+            return
+        now = time.perf_counter()
+        if self._status_at is None:
+            self._status_at, self._status_step = now, self.step
+            return
+        if now - self._status_at < self.STATUS_EVERY_S:
+            return
+        rate = (self.step - self._status_step) / (now - self._status_at)
+        left = (self.cfg.total_steps - self.step) / max(rate, 1e-9)
+        print(f"fit: step {self.step}/{self.cfg.total_steps}, loss {loss:.4f}, lr {lr:.1e}, "
+              f"{rate:.2f} steps/s, {left / 60:.0f} min left", flush=True)
+        self._status_at, self._status_step = now, self.step
 
     def _should_stop(self, flag: StopFlag) -> bool:
         """Under DDP every rank must stop at the same step, or the others hang in all-reduce."""

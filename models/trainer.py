@@ -330,7 +330,7 @@ class Trainer:
             smooth = value if smooth is None else 0.9 * smooth + 0.1 * value
             bar.update(1)
             bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{lr:.1e}")
-            self._status_line(bar, smooth, lr)
+            self._status_line(smooth, lr)
             last = {"loss": value, "lr": lr, "grad_norm": float(gnorm), **logs}
             self._log(last)
             if cfg.eval_every and self.step % cfg.eval_every == 0:
@@ -346,10 +346,10 @@ class Trainer:
     STATUS_EVERY_S = 60.0
     """Seconds between plain status lines when the bar is off (--no-progress, logs, batch jobs)."""
 
-    def _status_line(self, bar: Any, loss: float, lr: float) -> None:
+    def _status_line(self, loss: float, lr: float) -> None:
         """Without a bar, a log of a long run would say nothing until the end: print one line
         a minute with the step, smoothed loss, speed and time left."""
-        if not bar.disable or not self.dist.main:
+        if self.progress or not self.dist.main:  # the bar says it, or another rank does
             return
         now = time.perf_counter()
         if self._status_at is None:

@@ -151,3 +151,46 @@ def test_a_dead_worker_ends_collect_with_an_error(tmp_path: Path) -> None:
     with pytest.warns(UserWarning):  # the killed episode is reported as unfinished, and kept
         ds = open_dataset(out)
     assert sum(e.num_steps for e in ds.episodes) > 0
+
+
+def test_a_hung_worker_ends_collect_after_the_stall_timeout(tmp_path: Path) -> None:
+    """Workers that stop answering without dying (SIGSTOP stands in for a hung emulator):
+    collect kills them after --stall-timeout and ends with one error line instead of waiting
+    forever; what was saved stays readable."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(train.__file__).resolve().parent
+    out = tmp_path / "d"
+    proc = subprocess.Popen(
+        [sys.executable, str(root / "train.py"), "collect", "--game", "carracing", "--policy", "scripted",
+         "--episodes", "4", "--max-steps", "5000", "--workers", "2", "--no-audio", "--stall-timeout", "3",
+         "--out", str(out)],
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": str(root)})
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.monotonic() + 60
+    while not list(out.glob("episode-*/steps-*.npz")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stopped = [int(c) for c in children.read_text().split()
+               if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert len(stopped) == 2
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, output
+    lines = [ln for ln in output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "no collect worker has played a step for 3 s" in lines[0], output
+    for pid in stopped:  # the hung workers were killed, not left behind
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    with pytest.warns(UserWarning):  # the episodes in play are reported as unfinished, and kept
+        ds = open_dataset(out)
+    assert sum(e.num_steps for e in ds.episodes) > 0
+
+
+def test_stall_timeout_must_not_be_negative(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert collect(tmp_path / "d", "--episodes", "1", "--stall-timeout", "-1") == 2
+    assert "--stall-timeout must be >= 0" in capsys.readouterr().err

@@ -31,6 +31,11 @@ Runs append: collecting again into one --out adds new episodes, continuing the s
 PROGRESS_EVERY = 64
 """Steps between a worker's progress messages to the bar."""
 
+STALL_TIMEOUT_S = 300.0
+"""Default --stall-timeout: seconds without a progress message from any worker before collect
+gives up. A worker reports every PROGRESS_EVERY steps, well under a second in every game here,
+so minutes of silence mean a hung emulator or process, not a slow one."""
+
 
 @dataclass(frozen=True)
 class CollectJob:
@@ -79,6 +84,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--action-repeat", type=int, default=2,
                    help="CarRacing physics ticks per step (default: 2)")
     p.add_argument("--no-audio", action="store_true", help="do not record Atari audio (faster, smaller)")
+    p.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT_S, metavar="SECONDS",
+                   help="with --workers > 1: stop with an error when no worker has reported a step "
+                        f"for this long (a hung process); 0 waits forever (default: {STALL_TIMEOUT_S:.0f})")
     p.add_argument("--events", choices=("none", "random"), default="none",
                    help="random: schedule random world-event onsets and ends (rain, night, ice, ...) "
                         "and record the event track (default: none)")
@@ -89,6 +97,8 @@ def _check(args: argparse.Namespace) -> None:
     for name in ("episodes", "workers", "max_steps", "frameskip", "action_repeat"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not args.stall_timeout >= 0:  # also refuses nan
+        raise UserError(f"--stall-timeout must be >= 0 seconds, got {args.stall_timeout}")
     if args.seed is not None and not 0 <= args.seed < 2**32 - args.episodes:
         raise UserError(f"--seed must be in 0..2**32-1-EPISODES (episode k uses SEED+k), got {args.seed}")
 
@@ -204,12 +214,15 @@ def next_seed(root: str | Path) -> int:
 
 
 def _play_in_workers(tasks: list[tuple[CollectJob, int, int, int]], workers: int,
-                     results: list[EpisodeResult], bar: Any, show: Any, out: Path) -> bool:
+                     results: list[EpisodeResult], bar: Any, show: Any, out: Path,
+                     stall_timeout: float = STALL_TIMEOUT_S) -> bool:
     """Play `tasks` in spawned worker processes, appending each finished episode to `results`.
 
     A process pool from concurrent.futures rather than multiprocessing.Pool: when a worker dies
     (killed, out of memory, a crash in an emulator) the pool breaks and says so, where
     multiprocessing.Pool quietly starts a new worker and waits forever for the lost episode.
+    A worker that hangs without dying is caught by `stall_timeout` (seconds with no progress
+    message from any worker; 0: never): the workers are killed and collect ends with an error.
     Returns whether Ctrl+C stopped the run; a second Ctrl+C raises KeyboardInterrupt.
     """
     import multiprocessing as mp
@@ -220,8 +233,9 @@ def _play_in_workers(tasks: list[tuple[CollectJob, int, int, int]], workers: int
     q, stop = ctx.Queue(), ctx.Event()
     pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker,
                                initargs=(q, stop))
-    interrupted = False
+    interrupted = stalled = False
     pending = {pool.submit(_worker, task) for task in tasks}
+    last_news = time.monotonic()
     try:
         while pending:
             try:
@@ -236,11 +250,21 @@ def _play_in_workers(tasks: list[tuple[CollectJob, int, int, int]], workers: int
                     if result is not None:
                         results.append(result)
                         bar.update(1)
+                if done:
+                    last_news = time.monotonic()
                 while True:
                     try:
                         show(q.get_nowait())
                     except queue.Empty:
                         break
+                    last_news = time.monotonic()
+                if stall_timeout and time.monotonic() - last_news > stall_timeout and not interrupted:
+                    stalled = True
+                    raise UserError(
+                        f"no collect worker has played a step for {stall_timeout:.0f} s (a hung "
+                        f"process?); the {len(results)} episodes finished before are kept in {out}, "
+                        "the ones in play up to their last saved chunk (raise --stall-timeout if "
+                        "episodes are slow to start)")
             except KeyboardInterrupt:
                 if interrupted:
                     raise  # second Ctrl+C: give up waiting (chunks on disk stay readable)
@@ -249,7 +273,11 @@ def _play_in_workers(tasks: list[tuple[CollectJob, int, int, int]], workers: int
                 bar.write("stopping: closing the episodes being played (Ctrl+C again to abort)")
     finally:
         stop.set()
-        pool.shutdown(wait=not (interrupted and pending), cancel_futures=True)  # no wait on a 2nd Ctrl+C
+        if stalled:  # a hung worker never returns: kill it (SIGKILL also ends a stopped process)
+            for child in ctx.active_children():
+                child.kill()
+        # no wait on a 2nd Ctrl+C or a stall
+        pool.shutdown(wait=not ((interrupted or stalled) and pending), cancel_futures=True)
     return interrupted
 
 
@@ -288,7 +316,8 @@ def run(args: argparse.Namespace) -> int:
                 results.append(play_episode(*task, progress=show))
                 bar.update(1)
         else:
-            interrupted = _play_in_workers(tasks, args.workers, results, bar, show, Path(args.out))
+            interrupted = _play_in_workers(tasks, args.workers, results, bar, show, Path(args.out),
+                                           args.stall_timeout)
     except KeyboardInterrupt:
         interrupted = True
         if args.workers > 1:

@@ -1,9 +1,9 @@
 """The training loop, written once for every world-model family (models/world.py `WorldModel`).
 
 AdamW with linear warm-up, gradient clipping, EMA weights (the ones saved for play), bf16
-autocast on CUDA, optional torch.compile, a held-out loss, TensorBoard scalars and sample
-rollouts, a tqdm bar, periodic atomic checkpoints, bit-exact resume, named training stages and
-DDP under torchrun. Batches come from `models.windows.WindowSampler`, whose batch i depends only on
+autocast on CUDA, optional torch.compile, a held-out loss, a tqdm bar, periodic atomic
+checkpoints, bit-exact resume, named training stages and DDP under torchrun; TensorBoard scalars,
+sample rollouts and the plain status line are models/train_log.py's. Batches come from `models.windows.WindowSampler`, whose batch i depends only on
 (seed, rank, i), so a resumed run draws the same batches an uninterrupted one would.
 """
 
@@ -25,8 +25,8 @@ from engine.simulator import GameSpec
 from models.checkpoint import TrainState, load_weights, save_run
 from models.config import ConfigError, from_dict
 from models.data import Recordings
-from models.metrics import psnr, rollout, strip
 from models.neural_sim import tune_cuda_backends
+from models.train_log import TrainLog
 from models.train_runtime import EMA, LossModule, StopFlag, init_distributed, rng_state
 from models.windows import RawBatch, WindowSampler, heldout_batches
 
@@ -150,8 +150,6 @@ class Trainer:
         self.model, self.config, self.spec = model, config, spec
         self.cfg = TrainConfig.parse(config.get("train"))
         self.device, self.run_dir, self.progress = device, Path(run_dir), progress
-        self._status_at: float | None = None  # when the last plain status line was printed
-        self._status_step = 0
         self.recs, self.train_eps, self.held_eps = recs, train, held
         self.start_frames, self.start_actions = start
         self.dist = init_distributed(device)
@@ -188,7 +186,7 @@ class Trainer:
         self.ema = EMA(model, self.cfg.ema_decay)
         self.step = self.stage = self.stage_step = 0
         self.train_seconds = 0.0
-        self.writer: Any = None
+        self.log = TrainLog(self.run_dir, self.dist.main, not progress, self.cfg.total_steps)
         self.finished = False
         """True once every stage has run its steps."""
         self._resume_optimizer: dict[str, Any] | None = None
@@ -239,7 +237,7 @@ class Trainer:
         Ctrl+C or SIGTERM stop after the current step and save; `--resume` continues from there.
         """
         cfg = self.cfg
-        self._open_writer()
+        self.log.open(self.step)
         last: dict[str, float] = {}
         from tqdm import tqdm
 
@@ -265,8 +263,7 @@ class Trainer:
             bar.close()
             if self.step > first_step:  # never write a run (or overwrite one) without progress
                 self.save(optimizer)
-            if self.writer is not None:
-                self.writer.close()
+            self.log.close()
         return last
 
     def _run_stage(self, name: str | None, steps: int, bar: Any, flag: StopFlag,
@@ -330,38 +327,19 @@ class Trainer:
             smooth = value if smooth is None else 0.9 * smooth + 0.1 * value
             bar.update(1)
             bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{lr:.1e}")
-            self._status_line(smooth, lr)
+            self.log.status(self.step, smooth, lr)
             last = {"loss": value, "lr": lr, "grad_norm": float(gnorm), **logs}
-            self._log(last)
+            self.log.scalars(last, self.step, self.step * cfg.batch_size * self.dist.world
+                             / max(self.train_seconds, 1e-9))
             if cfg.eval_every and self.step % cfg.eval_every == 0:
                 last["heldout_loss"] = self._heldout_loss()
                 bar.set_postfix(loss=f"{smooth:.4f}", heldout=f"{last['heldout_loss']:.4f}", lr=f"{lr:.1e}")
             if cfg.sample_every and self.step % cfg.sample_every == 0:
-                self._samples()
+                self.log.samples(self.ema.model, self.sample_batch, self.device, self.step)
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self.save(optimizer)
             tick = time.perf_counter()  # evaluation and saving are not training time
         return optimizer, last
-
-    STATUS_EVERY_S = 60.0
-    """Seconds between plain status lines when the bar is off (--no-progress, logs, batch jobs)."""
-
-    def _status_line(self, loss: float, lr: float) -> None:
-        """Without a bar, a log of a long run would say nothing until the end: print one line
-        a minute with the step, smoothed loss, speed and time left."""
-        if self.progress or not self.dist.main:  # the bar says it, or another rank does
-            return
-        now = time.perf_counter()
-        if self._status_at is None:
-            self._status_at, self._status_step = now, self.step
-            return
-        if now - self._status_at < self.STATUS_EVERY_S:
-            return
-        rate = (self.step - self._status_step) / (now - self._status_at)
-        left = (self.cfg.total_steps - self.step) / max(rate, 1e-9)
-        print(f"fit: step {self.step}/{self.cfg.total_steps}, loss {loss:.4f}, lr {lr:.1e}, "
-              f"{rate:.2f} steps/s, {left / 60:.0f} min left", flush=True)
-        self._status_at, self._status_step = now, self.step
 
     def _should_stop(self, flag: StopFlag) -> bool:
         """Under DDP every rank must stop at the same step, or the others hang in all-reduce."""
@@ -374,26 +352,6 @@ class Trainer:
         flag.stop = bool(t.item())
         return flag.stop
 
-    # ------------------------------------------------------------------------------ logging
-    def _open_writer(self) -> None:
-        if not self.dist.main:
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            print("note: tensorboard is not installed; no TensorBoard logs (pip install tensorboard)")
-            return
-        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step or None)
-
-    def _log(self, scalars: dict[str, float]) -> None:
-        if self.writer is None or self.step % 10:
-            return
-        for key, value in scalars.items():
-            self.writer.add_scalar(key if "/" in key else f"train/{key}", value, self.step)
-        self.writer.add_scalar("train/samples_per_s",
-                               self.step * self.cfg.batch_size * self.dist.world / max(self.train_seconds, 1e-9),
-                               self.step)
-
     @torch.no_grad()
     def _heldout_loss(self) -> float:
         """Mean loss of the EMA weights on fixed held-out batches, with fixed noise draws."""
@@ -405,28 +363,8 @@ class Trainer:
             torch.manual_seed(0)
             losses = [float(model.loss(b.to_batch(self.device))[0]) for b in self.held_batches]  # type: ignore[operator]
         value = float(np.mean(losses))
-        if self.writer is not None:
-            self.writer.add_scalar("heldout/loss", value, self.step)
+        self.log.scalar("heldout/loss", value, self.step)
         return value
-
-    @torch.no_grad()
-    def _samples(self) -> None:
-        """Open-loop rollouts of the EMA model from real (held-out) context, to TensorBoard:
-        rows alternate real frames and generated ones."""
-        if self.writer is None or self.sample_batch is None:
-            return
-        model: Any = self.ema.model
-        c = int(model.context_frames)
-        batch = self.sample_batch.to_batch(self.device)
-        steps = batch.frames.shape[1] - c
-        gen = torch.Generator(device=self.device).manual_seed(0)
-        frames, _, _ = rollout(model, batch.frames[:, :c], batch.actions, batch.events, steps, gen)
-        real = batch.frames[:, c:]
-        rows = [row for i in range(real.shape[0]) for row in (real[i], frames[i])]
-        self.writer.add_image("samples/real_over_generated", strip(rows), self.step, dataformats="HWC")
-        self.writer.add_scalar(f"heldout/psnr_at_{steps}", float(psnr(frames[:, -1], real[:, -1]).mean()),
-                               self.step)
-        model.eval()
 
 
 def device_name(device: torch.device) -> str:

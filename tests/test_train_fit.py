@@ -439,9 +439,9 @@ def test_a_run_is_a_config_for_fine_tuning_with_its_recipe(trained: Path, data: 
 def test_no_progress_prints_status_lines(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the bar, a long run's log still says how far it is (one line a minute; here every step)."""
-    from models.trainer import Trainer
+    from models.train_log import TrainLog
 
-    monkeypatch.setattr(Trainer, "STATUS_EVERY_S", 0.0)
+    monkeypatch.setattr(TrainLog, "STATUS_EVERY_S", 0.0)
     assert fit(data, tmp_path / "run", "--steps", "5", "--set", "train.checkpoint_every=0") == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("fit: step ")]
     assert [ln.split()[2] for ln in lines] == ["2/5,", "3/5,", "4/5,", "5/5,"]

@@ -51,10 +51,11 @@ else
 fi
 collect() {  # name collect-args...: progress to OUT/collect-NAME.log, at most COLLECT_SECS
   # SIGINT at the limit: collect closes the episodes in play and training goes on with what
-  # was recorded, so a stalled worker cannot eat the training budget.
+  # was recorded, so a stalled worker cannot eat the training budget. A worker silent for 60 s
+  # ends collect by itself (--stall-timeout); SIGKILL 30 s after the SIGINT covers the rest.
   local name=$1; shift
-  timeout -s INT "${COLLECT_SECS:-900}" python train.py collect --workers "$WORKERS" "$@" \
-    > "$OUT/collect-$name.log" 2>&1
+  timeout -s INT -k 30 "${COLLECT_SECS:-900}" python train.py collect --workers "$WORKERS" \
+    --stall-timeout 60 "$@" > "$OUT/collect-$name.log" 2>&1
   log "collect $name exited $?"; tail -1 "$OUT/collect-$name.log"
 }
 log "collect for: $MODELS"

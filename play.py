@@ -200,7 +200,9 @@ def play(args: argparse.Namespace) -> int:
         if args.record is not None:  # before the window: an unwritable DIR fails right away
             from engine.dataset import Recorder
 
-            recorder = Recorder(args.record, spec)
+            # Marked, so that a world model's own frames never pass for the real game in training data.
+            extra = {"source": "neural", "checkpoint": str(getattr(sim, "model_name", ""))} if neural else None
+            recorder = Recorder(args.record, spec, extra_meta=extra)
         kind = args.autopilot or ("random" if args.headless else None)
         policy = make_policy(kind, spec, args.seed) if kind is not None else None
         config = LoopConfig(max_steps=args.max_steps, max_episodes=args.max_episodes, seed=args.seed)

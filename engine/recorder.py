@@ -164,7 +164,13 @@ def episode_kind(meta: dict[str, Any]) -> str:
     """What must agree between the episodes of one root: a world model learns one game at one
     step size and resolution ("breakout, frameskip 4, 210x160")."""
     shape = meta.get("observation_shape") or []
-    return f"{meta['game']}, frameskip {meta['frameskip']}" + (f", {shape[0]}x{shape[1]}" if shape else "")
+    return (f"{meta['game']}, {step_size(meta.get('family'), meta['frameskip'])}"
+            + (f", {shape[0]}x{shape[1]}" if shape else ""))
+
+
+def step_size(family: Any, n: int) -> str:
+    """The step size as the game's own flag calls it: Atari's frameskip, CarRacing's action repeat."""
+    return f"frameskip {n}" if family == "atari" else f"action repeat {n}"
 
 
 def _check_root_game(root: Path, spec: GameSpec) -> dict[str, Any] | None:
@@ -174,7 +180,7 @@ def _check_root_game(root: Path, spec: GameSpec) -> dict[str, Any] | None:
         if meta is not None:
             if (meta["game"], meta["frameskip"]) != (spec.name, spec.frameskip):
                 raise UserError(f"{root} already holds {episode_kind(meta)} episodes; record {spec.name}, "
-                                f"frameskip {spec.frameskip} into another directory")
+                                f"{step_size(spec.family, spec.frameskip)} into another directory")
             return meta
     return None
 

@@ -167,7 +167,8 @@ class Recordings:
                     built = stored
             except ValueError:
                 built = None
-        if built is None:
+        frames = self._open_cache(path, built) if built is not None else None
+        if frames is None:  # no cache, an outdated one, or a damaged one (truncated, edited): build it
             try:  # load_frames starts the episode at step 1 (with a warning) when this fails
                 ds.first_observation(i)
                 first = 0
@@ -184,11 +185,12 @@ class Recordings:
             sig_tmp = sig_path.with_name(f".{sig_path.name}.{os.getpid()}.tmp")
             sig_tmp.write_text(json.dumps(built))
             os.replace(sig_tmp, sig_path)
+            frames = np.load(path, mmap_mode="r", allow_pickle=False)
+        assert built is not None
         first, end = int(built["first"]), int(built["end"])
         if (first, end) != (0, n):
             cols = {k: v[first:end] for k, v in cols.items()}
             n = max(0, end - first)
-        frames = np.load(path, mmap_mode="r", allow_pickle=False)
         col = {e: k for k, e in enumerate(self.event_names)}
         events = np.zeros((n, len(self.event_names)), bool)
         for t, text in enumerate(cols["events"]):
@@ -202,6 +204,16 @@ class Recordings:
         return EpisodeArrays(index=i, frames=frames, actions=cols["actions"].astype(np.int64),
                              rewards=cols["rewards"].astype(np.float32),
                              terminations=cols["terminations"].astype(np.float32), events=events)
+
+    def _open_cache(self, path: Path, built: dict[str, Any]) -> np.ndarray | None:
+        """The cached (end - first + 1, 3, R, R) uint8 frames memory-mapped, or None when the file
+        does not hold them whole."""
+        try:
+            frames = np.load(path, mmap_mode="r", allow_pickle=False)
+            want = (int(built["end"]) - int(built["first"]) + 1, 3, self.resolution, self.resolution)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return frames if frames.shape == want and frames.dtype == np.uint8 else None
 
     def trained_events(self, episodes: list[int]) -> list[str]:
         """Names of the events active at least once in the given episodes."""

@@ -92,6 +92,11 @@ class DiffusionConfig:
         cfg = from_dict(DiffusionConfig, data, "model.")
         cfg = DiffusionConfig(**{**cfg.__dict__, "unet": unet, "edm": edm, "heads": heads,
                                  "samplers": samplers})
+        if cfg.context_frames < 1 or cfg.resolution < 8:
+            raise ConfigError("model.context_frames must be >= 1 and model.resolution >= 8")
+        if (not cfg.unet.channels or min(cfg.unet.channels) < 1 or cfg.unet.cond_dim < 1
+                or cfg.unet.blocks_per_level < 1 or cfg.unet.patch_size < 1):
+            raise ConfigError("model.unet.channels, cond_dim, blocks_per_level and patch_size must be >= 1")
         if cfg.sampler not in samplers:
             raise ConfigError(f"model.sampler '{cfg.sampler}' is not one of: {', '.join(samplers)}")
         if cfg.resolution % (cfg.unet.patch_size * 2 ** (len(cfg.unet.channels) - 1)):

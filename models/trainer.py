@@ -94,6 +94,14 @@ class TrainConfig:
         for name in ("steps", "batch_size"):
             if getattr(cfg, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1")
+        for name in ("warmup_steps", "eval_every", "checkpoint_every", "sample_every", "num_workers",
+                     "weight_decay", "grad_clip"):
+            if not getattr(cfg, name) >= 0:  # `not >=` also refuses nan
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(cfg, name)}")
+        if not 0 < cfg.lr < math.inf:
+            raise ConfigError(f"train.lr must be a positive number, got {cfg.lr}")
+        if not 0 <= cfg.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay must be in [0, 1), got {cfg.ema_decay}")
         if not 0 <= cfg.event_dropout <= 1 or not 0 <= cfg.holdout_fraction < 1:
             raise ConfigError("train.event_dropout must be in [0, 1] and train.holdout_fraction in [0, 1)")
         if not 0 <= cfg.event_change_fraction <= 1 or not 0 <= cfg.reward_fraction <= 1:

@@ -57,6 +57,7 @@ def test_import_round_trip_and_info(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert train.main(["info", "--data", str(out), "--json", str(tmp_path / "info.json")]) == 0
     text = capsys.readouterr().out
     assert "episodes  2" in text and "steps     75" in text and "returns   mean" in text
+    assert "played by import 2" in text
     for meaning in ds.spec.action_meanings:
         assert meaning in text
     summary = json.loads((tmp_path / "info.json").read_text())
@@ -91,6 +92,10 @@ def test_export_import_round_trip_keeps_audio_and_events(tmp_path: Path) -> None
     assert a.load(0).events[30] == (("rain", "make it rain"),)
     assert train.main(["export", "--data", str(tmp_path / "rec"), "--out", str(tmp_path / "x"),
                        "--episodes", "5"]) == 2
+    mine = tmp_path / "npz" / "episode-000001.npz"
+    mine.write_bytes(b"edited by hand")
+    assert train.main(["export", "--data", str(tmp_path / "rec"), "--out", str(tmp_path / "npz")]) == 2
+    assert mine.read_bytes() == b"edited by hand"  # never replaced
 
 
 def malformed(tmp_path: Path, name: str, **fields: np.ndarray) -> str:

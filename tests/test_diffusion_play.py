@@ -150,6 +150,13 @@ def test_bench_cli_writes_json(run_dir: Path, tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, str(ROOT / "train.py"), "bench", "--checkpoint",
                           str(tmp_path / "nope")], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:")
+    for extra, words in ((["--json", str(tmp_path)], "it is a directory"), (["--threads", "-1"], "--threads")):
+        bad = subprocess.run([sys.executable, str(ROOT / "train.py"), "bench", "--checkpoint", str(run_dir),
+                              "--device", "cpu", "--frames", "2", *extra],
+                             capture_output=True, text=True, timeout=60, cwd=ROOT)
+        # refused before the benchmark runs, so no figures are printed and then lost
+        assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and words in bad.stderr
+        assert "preset" not in bad.stdout, bad.stdout
 
 
 def test_headless_neural_play(run_dir: Path, tmp_path: Path) -> None:
@@ -159,6 +166,20 @@ def test_headless_neural_play(run_dir: Path, tmp_path: Path) -> None:
                            "--json", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["steps"] == 20
+
+
+def test_recorded_neural_play_is_marked_as_the_model_s(run_dir: Path, tmp_path: Path) -> None:
+    """A model's frames must never pass for the real game's in a dataset."""
+    proc = subprocess.run([sys.executable, str(ROOT / "play.py"), "--checkpoint", str(run_dir), "--headless",
+                           "--max-steps", "6", "--autopilot", "random", "--device", "cpu", "--no-audio",
+                           "--record", str(tmp_path / "rec")], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    from engine.dataset import open_dataset
+
+    ds = open_dataset(tmp_path / "rec")
+    assert ds.episodes[0].meta["extra"]["source"] == "neural"
+    assert ds.episodes[0].meta["extra"]["checkpoint"]
 
 
 @pytest.mark.skipif(shutil.which("c++") is None, reason="torch.compile on a CPU needs a C++ compiler")

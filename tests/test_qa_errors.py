@@ -177,6 +177,22 @@ def test_training_windows_stay_aligned_when_frames_are_damaged(tmp_path: Path) -
         assert ep.num_steps == len(frames) - 1
 
 
+def test_a_damaged_frame_cache_is_built_again(tmp_path: Path) -> None:
+    """A cache file cut short (a full disk, a copy that stopped) whose signature still matches:
+    the frames are read from the recording again instead of failing on the memory map."""
+    from models.data import Recordings
+
+    npz = _episode_npz(tmp_path / "ep.npz")
+    assert train.main(["import", "--game", "breakout", "--out", str(tmp_path / "d"), str(npz)]) == 0
+    first = np.array(Recordings(open_dataset(tmp_path / "d"), 64, [], progress=False).episodes[0].frames)  # a copy
+    cached = next((tmp_path / "d" / ".cache" / "64").glob("episode-*.npy"))
+    with open(cached, "r+b") as fh:
+        fh.truncate(1000)
+    again = Recordings(open_dataset(tmp_path / "d"), 64, [], progress=False).episodes[0].frames
+    np.testing.assert_array_equal(np.asarray(again), first)
+    assert cached.stat().st_size > 1000
+
+
 def test_prompts_fold_compatibility_forms_and_drop_lone_surrogates() -> None:
     from models.text import clean_prompt
 
@@ -194,6 +210,20 @@ def test_negative_seed_is_refused_before_anything_runs(tmp_path: Path, capsys: p
                        "--out", str(out), "--seed", "-1"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: --seed must be in 0..")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("override, words", [
+    ("train.lr=-1", "train.lr must be a positive number"), ("train.lr=nan", "train.lr must be a positive number"),
+    ("model.context_frames=0", "model.context_frames must be >= 1"),
+    ("model.unet.cond_dim=0", "model.unet.channels, cond_dim"), ("train.ema_decay=1", "train.ema_decay")])
+def test_fit_with_a_value_out_of_range_is_one_line_and_leaves_no_run_dir(
+        tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str], override: str, words: str) -> None:
+    code = train.main(["fit", "--config", str(ROOT / "assets/configs/breakout-diffusion.yaml"),
+                       "--data", str(data), "--out", str(tmp_path / "run"), "--device", "cpu",
+                       "--set", "preset=tiny", "--set", override, "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and words in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
 
 
 def test_json_report_path_is_checked_before_the_work(tmp_path: Path, data: Path,

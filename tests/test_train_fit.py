@@ -163,6 +163,7 @@ def test_eval_writes_json_and_pngs(trained: Path, data: Path, tmp_path: Path) ->
                 "checkpoint"):
         assert key in result
     assert set(result["psnr"]) == {"1", "4", "16", "64"}
+    assert train.main(["eval", "--checkpoint", str(trained), "--data", str(data), "--episodes", "0"]) == 2
     assert result["psnr"]["1"] > 5 and 0 < result["ssim"]["1"] <= 1
     # Signed brightness gap in grey levels: finite, and within what 8-bit frames allow.
     assert set(result["level_shift"]) == set(result["psnr"]) and abs(result["level_shift"]["1"]) < 255

@@ -261,7 +261,7 @@ def _play_in_workers(tasks: list[tuple[CollectJob, int, int, int]], workers: int
                 if stall_timeout and time.monotonic() - last_news > stall_timeout and not interrupted:
                     stalled = True
                     raise UserError(
-                        f"no collect worker has played a step for {stall_timeout:.0f} s (a hung "
+                        f"no collect worker has played a step for {stall_timeout:g} s (a hung "
                         f"process?); the {len(results)} episodes finished before are kept in {out}, "
                         "the ones in play up to their last saved chunk (raise --stall-timeout if "
                         "episodes are slow to start)")
@@ -296,6 +296,9 @@ def run(args: argparse.Namespace) -> int:
                      frameskip=args.frameskip, action_repeat=args.action_repeat,
                      audio=not args.no_audio, events=args.events)
     seed = next_seed(args.out) if args.seed is None else args.seed
+    if seed + args.episodes > 2**32:  # seeds already in --out reach the end of the 32-bit range
+        raise UserError(f"{args.out} already holds episodes up to seed {seed - 1}; episode seeds end "
+                        f"at 2**32-1, so pass a lower --seed")
     ids = reserve_episode_ids(args.out, args.episodes)
     tasks = [(job, k, seed + k, eid) for k, eid in enumerate(ids)]
     results: list[EpisodeResult] = []

@@ -59,7 +59,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "files `train.py import` takes, readable anywhere with np.load.",
         epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("--data", required=True, help="dataset directory")
-    e.add_argument("--out", required=True, help="directory for the npz files (created)")
+    e.add_argument("--out", required=True,
+                   help="directory for the npz files (created; files already there are never replaced)")
     e.add_argument("--episodes", type=int, nargs="*", metavar="I",
                    help="positions in the dataset's episode list (default: all)")
     e.set_defaults(func=run_export)
@@ -219,12 +220,22 @@ def run_export(args: argparse.Namespace) -> int:
     if bad:
         raise UserError(f"--episodes {bad[0]}: the dataset has episodes 0..{len(ds) - 1}")
     out = Path(args.out)
+    taken = [out / f"{ds.episodes[i].path.name}.npz" for i in chosen]
+    taken = [f for f in taken if f.exists()]
+    if taken:  # never replace a file the user has, e.g. an earlier export they edited
+        raise UserError(f"{out} already holds {taken[0].name}"
+                        f"{f' and {len(taken) - 1} more of the files to write' if len(taken) > 1 else ''}; "
+                        "export into another directory, or remove them first")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot write to {out}: {err.strerror or err}") from None
+    skipped = 0
     for i in tqdm(chosen, unit="ep", desc="export"):
         ep = ds.load(i)
+        if ep.num_steps < 1:  # nothing readable was recorded: import would refuse the file
+            skipped += 1
+            continue
         arrays: dict[str, Any] = {
             "frames": ep.observations, "actions": ep.actions, "rewards": ep.rewards,
             "terminations": ep.terminations, "truncations": ep.truncations}
@@ -239,7 +250,8 @@ def run_export(args: argparse.Namespace) -> int:
         with open(tmp, "wb") as fh:  # written under a temp name, then renamed: never half a file
             np.savez_compressed(fh, **arrays)
         tmp.replace(name)
-    print(f"exported {len(chosen)} episodes to {out}")
+    note = f" ({skipped} without a readable step skipped)" if skipped else ""
+    print(f"exported {len(chosen) - skipped} episodes to {out}{note}")
     return 0
 
 
@@ -271,7 +283,10 @@ def summarize(root: str | Path) -> dict[str, Any]:
     onsets: Counter[str] = Counter()
     event_steps: Counter[str] = Counter()
     terminated = 0
+    sources: Counter[str] = Counter()  # who played: collect, import, play (by hand), neural (a model)
     for i in range(len(ds)):
+        extra = ds.episodes[i].meta.get("extra")
+        sources[str(extra.get("source", "play")) if isinstance(extra, dict) else "play"] += 1
         cols = ds.read(i, ("actions", "rewards", "terminations", "events"))
         returns.append(float(cols["rewards"].sum(dtype=np.float64)))
         lengths.append(int(cols["actions"].shape[0]))
@@ -288,6 +303,7 @@ def summarize(root: str | Path) -> dict[str, Any]:
     return {
         "root": str(root), "game": ds.spec.name, "env_id": ds.spec.env_id,
         "episodes": len(ds), "complete": sum(e.complete for e in ds.episodes), "terminated": terminated,
+        "sources": dict(sources.most_common()),
         "steps": steps, "hours_of_play": steps / ds.spec.steps_per_second / 3600,
         "episode_steps": {"mean": float(np.mean(lengths)), "min": min(lengths), "max": max(lengths)},
         "returns": {"mean": float(np.mean(returns)), "min": min(returns), "max": max(returns)},
@@ -309,7 +325,8 @@ def run_info(args: argparse.Namespace) -> int:
     r = s["returns"]
     lines = [
         f"dataset   {s['root']}: {s['game']} ({s['env_id']}), frames {'x'.join(map(str, s['observation_shape']))}",
-        f"episodes  {s['episodes']} ({s['complete']} closed cleanly, {s['terminated']} reached game over)",
+        f"episodes  {s['episodes']} ({s['complete']} closed cleanly, {s['terminated']} reached game over); "
+        f"played by {', '.join(f'{k} {n}' for k, n in s['sources'].items())}",
         f"steps     {s['steps']} ({s['hours_of_play'] * 60:.1f} min of play); per episode mean "
         f"{ep['mean']:.0f}, min {ep['min']}, max {ep['max']}",
         f"returns   mean {r['mean']:.2f}, min {r['min']:.2f}, max {r['max']:.2f}",

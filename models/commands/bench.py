@@ -97,11 +97,15 @@ def device_label(device: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from engine.errors import UserError
+    from engine.errors import UserError, output_file
+    from engine.files import write_atomic
     from models.neural_sim import open_neural_simulator
 
     if args.frames < 1:
         raise UserError("--frames must be at least 1")
+    if args.warmup < 0 or args.threads < 0:
+        raise UserError("--warmup and --threads must be >= 0")
+    json_path = output_file(args.json) if args.json else None  # a bad path fails before the work
     if args.threads:
         torch.set_num_threads(args.threads)
     sim = open_neural_simulator(args.checkpoint, device=args.device, compile=args.compile)
@@ -127,9 +131,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<10} {figures['p50_ms']:>8.2f} {figures['p99_ms']:>8.2f} {figures['fps']:>8.1f} "
               f"{figures['peak_mem_mb']:>9.1f}")
     sim.close()
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {path}", file=sys.stderr)
+    if json_path is not None:
+        write_atomic(json_path, (json.dumps(result, indent=2) + "\n").encode(), durable=False)
+        print(f"wrote {json_path}", file=sys.stderr)
     return 0

@@ -312,8 +312,11 @@ def run(args: argparse.Namespace) -> int:
     for name in ("max_rollouts", "max_horizon", "batch", "drift_rollouts"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
-    if args.one_step < 0:  # checked with the others, before any model or data is loaded
-        raise UserError("--one-step must be >= 0")
+    for name in ("one_step", "drift_steps", "seed"):  # with the others, before any model or data loads
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0")
+    if args.episodes is not None and args.episodes < 1:
+        raise UserError("--episodes must be >= 1 (leave it out to use every held-out episode)")
     json_path = output_file(args.json) if args.json else None  # a bad path fails before the work
     device = pick_device(args.device)
     loaded = load_run(args.checkpoint, device)
@@ -340,7 +343,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         train, held = list(range(len(recs.episodes))), list(range(len(recs.episodes)))
         split = "all episodes (data other than the training data)"
-    if args.episodes:
+    if args.episodes is not None:
         held = held[: args.episodes]
     c = int(model.context_frames)
     items = _starts(recs, held, c, args.max_horizon, args.max_rollouts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -163,14 +164,9 @@ def train_changes(config: dict[str, Any], saved: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from engine.dataset import open_dataset
     from engine.errors import UserError
     from models.checkpoint import has_run, load_train_state, read_config
-    from models.data import Recordings, describe, split_episodes
-    from models.registry import build_model
-    from models.trainer import TrainConfig, Trainer
+    from models.trainer import TrainConfig
 
     config = load_config(args)
     cfg = TrainConfig.parse(config["train"])
@@ -190,26 +186,15 @@ def run(args: argparse.Namespace) -> int:
                   f"{', '.join(changes)} (--set them to keep the old ones)")
     elif args.resume:
         print(f"note: nothing to resume in {args.out}; starting a new run")
+    out_existed = Path(args.out).exists()
     check_out_dir(Path(args.out))
-
-    dataset = open_dataset(args.data)
-    spec = dataset.spec
-    if config.get("game") and str(config["game"]).lower() != spec.name:
-        raise UserError(f"{args.config} is for {config['game']}, but {args.data} holds {spec.name} episodes")
-
-    torch.manual_seed(cfg.seed)
-    model: Any = build_model(config, spec).to(device)
-    if args.init and state is None:
-        warm_start(model, args.init, spec.name)
-    bank = event_bank()
-    recs = Recordings(dataset, int(model.resolution), sorted(bank), progress=not args.no_progress)
-    train, held = split_episodes(len(recs.episodes), cfg.holdout_fraction)
-    if not held:
-        print("note: one episode only; no held-out split (held-out loss and eval need two or more)")
-    config["data"] = describe(recs, train, held)
-    start = recs.start_contexts(int(model.context_frames), 8, train)
-    trainer = Trainer(model, config, spec, recs, train, held, bank, start, args.out, device,
-                      progress=not args.no_progress)
+    try:
+        trainer = build_trainer(args, config, state, device)
+    except BaseException:
+        if not out_existed:  # a typo in the config or the data leaves no empty run directory behind
+            with contextlib.suppress(OSError):
+                Path(args.out).rmdir()
+        raise
     if state is not None:
         trainer.resume_from(state)
         print(f"resuming {args.out} at step {state.step}")
@@ -233,6 +218,37 @@ def run(args: argparse.Namespace) -> int:
               f"--out {args.out} --resume")
         return 130
     return 0
+
+
+def build_trainer(args: argparse.Namespace, config: dict[str, Any], state: Any, device: Any) -> Any:
+    """The model (warm-started with --init), the recordings at its resolution and the Trainer."""
+    import torch
+
+    from engine.dataset import open_dataset
+    from engine.errors import UserError
+    from models.data import Recordings, describe, split_episodes
+    from models.registry import build_model
+    from models.trainer import TrainConfig, Trainer
+
+    cfg = TrainConfig.parse(config["train"])
+    dataset = open_dataset(args.data)
+    spec = dataset.spec
+    if config.get("game") and str(config["game"]).lower() != spec.name:
+        raise UserError(f"{args.config} is for {config['game']}, but {args.data} holds {spec.name} episodes")
+
+    torch.manual_seed(cfg.seed)
+    model: Any = build_model(config, spec).to(device)
+    if args.init and state is None:
+        warm_start(model, args.init, spec.name)
+    bank = event_bank()
+    recs = Recordings(dataset, int(model.resolution), sorted(bank), progress=not args.no_progress)
+    train, held = split_episodes(len(recs.episodes), cfg.holdout_fraction)
+    if not held:
+        print("note: one episode only; no held-out split (held-out loss and eval need two or more)")
+    config["data"] = describe(recs, train, held)
+    start = recs.start_contexts(int(model.context_frames), 8, train)
+    return Trainer(model, config, spec, recs, train, held, bank, start, args.out, device,
+                   progress=not args.no_progress)
 
 
 def check_out_dir(out: Path) -> None:

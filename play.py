@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.errors import UserError, one_line_warnings, output_file, run_command
+from engine.errors import ArgumentParser, UserError, one_line_warnings, output_file, run_command
 
 ROOT = Path(__file__).resolve().parent
 CHECKPOINTS = ROOT / "checkpoints"
@@ -38,7 +38,7 @@ controls:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="play.py", description=__doc__.splitlines()[0], epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_argument_group("what to play")
@@ -96,6 +96,8 @@ def _check_args(args: argparse.Namespace) -> None:
         output_file(args.json)
     if args.compile and args.real:
         raise UserError("--compile speeds up a world model; the real game has none")
+    if args.sampler and args.real:
+        raise UserError("--sampler picks how a world model draws its frames; the real game has none")
 
 
 def _open_simulator(args: argparse.Namespace) -> tuple[Any, bool]:

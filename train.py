@@ -12,7 +12,7 @@ import os
 import sys
 
 from engine.commands import collect, data_io
-from engine.errors import one_line_warnings, run_command
+from engine.errors import ArgumentParser, one_line_warnings, run_command
 from models.commands import bench, fit
 from models.commands import eval as evaluate
 
@@ -28,7 +28,7 @@ typical session:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="train.py", description=__doc__.splitlines()[0], epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

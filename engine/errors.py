@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 
 class UserError(Exception):
     """Bad input from the user (file, flag, game name, checkpoint): message is one clear line."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a mistyped flag or value answered like every other bad input: one `error:`
+    line (with where to read more) and exit 2, instead of the usage block first. Subcommand
+    parsers are made of the same class (argparse's `add_subparsers` default)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def stdout_closed() -> int:

@@ -315,3 +315,14 @@ def test_no_display_is_one_error_line() -> None:
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--headless" in errors[0], proc.stderr
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["collect", "--game", "breakout", "--out", "x", "--stall-timeout", "abc"], "invalid float value: 'abc'"),
+    (["nosuch"], "invalid choice: 'nosuch'")])
+def test_a_mistyped_flag_is_one_error_line(argv: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        train.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and err.startswith("error: train.py") and words in err
+    assert len(err.splitlines()) == 1 and err.endswith("--help)")

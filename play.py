@@ -90,6 +90,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--max-episodes must be >= 1, got {args.max_episodes}")
     if args.seed is not None and not 0 <= args.seed < 2**32:
         raise UserError(f"--seed must be in 0..2**32-1, got {args.seed}")
+    if args.frameskip < 1 or args.action_repeat < 1:
+        raise UserError(f"--frameskip and --action-repeat must be >= 1, got {args.frameskip} and {args.action_repeat}")
     if args.scale is not None and args.scale < 1:
         raise UserError(f"--scale must be >= 1, got {args.scale}")
     if args.json is not None:

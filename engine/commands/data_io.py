@@ -258,8 +258,12 @@ def run_export(args: argparse.Namespace) -> int:
 # --- info --------------------------------------------------------------------------------
 
 
-def _disk_bytes(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+def _disk_bytes(root: Path) -> tuple[int, int]:
+    """(bytes of the recordings, bytes of the model-resolution frame cache under .cache/)."""
+    cache = root / ".cache"
+    files = [p for p in root.rglob("*") if p.is_file()]
+    cached = sum(p.stat().st_size for p in files if cache in p.parents)
+    return sum(p.stat().st_size for p in files) - cached, cached
 
 
 def _human(n: float) -> str:
@@ -300,6 +304,7 @@ def summarize(root: str | Path) -> dict[str, Any]:
             previous = names
     steps = sum(lengths)
     meanings = ds.spec.action_meanings
+    recorded, cached = _disk_bytes(Path(root))
     return {
         "root": str(root), "game": ds.spec.name, "env_id": ds.spec.env_id,
         "episodes": len(ds), "complete": sum(e.complete for e in ds.episodes), "terminated": terminated,
@@ -311,7 +316,7 @@ def summarize(root: str | Path) -> dict[str, Any]:
                     for a in sorted(set(range(len(meanings))) | set(actions))},
         "event_onsets": dict(onsets.most_common()), "event_steps": dict(event_steps.most_common()),
         "observation_shape": ds.episodes[0].meta["observation_shape"],
-        "audio_rate": ds.spec.audio_rate, "bytes_on_disk": _disk_bytes(Path(root)),
+        "audio_rate": ds.spec.audio_rate, "bytes_on_disk": recorded, "cache_bytes": cached,
     }
 
 
@@ -343,7 +348,8 @@ def run_info(args: argparse.Namespace) -> int:
             lines.append(f"  {name:<{ew}} {n:>9} {s['event_steps'][name]:>9}")
     else:
         lines.append("events    none recorded")
-    lines.append(f"on disk   {_human(s['bytes_on_disk'])} ({s['bytes_on_disk'] / steps / 1024:.1f} KiB per step)")
+    cache = f"; frame cache for training {_human(s['cache_bytes'])}" if s["cache_bytes"] else ""
+    lines.append(f"on disk   {_human(s['bytes_on_disk'])} ({s['bytes_on_disk'] / steps / 1024:.1f} KiB per step){cache}")
     print("\n".join(lines))
     if json_path is not None:
         write_atomic(json_path, json.dumps(s, indent=1).encode(), durable=False)

@@ -244,5 +244,9 @@ def open_neural_simulator(run_dir: str | Path, device: str | None = "auto",
     run = load_run(run_dir, dev)
     preset = run.config.get("preset", "")
     name = f"{run.config.get('family', '?')} {preset} ({Path(run_dir).name})".replace("  ", " ")
-    return NeuralSimulator(run.model, run.spec, run.start_frames, run.start_actions, run.event_bank,
+    bank = run.event_bank
+    trained = (run.config.get("events") or {}).get("trained")
+    if isinstance(trained, list):  # a vector the training data never showed would only pretend
+        bank = {k: v for k, v in bank.items() if k in trained}
+    return NeuralSimulator(run.model, run.spec, run.start_frames, run.start_actions, bank,
                            dev, model_name=name, sampler=sampler, compile=compile)

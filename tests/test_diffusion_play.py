@@ -75,6 +75,24 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def test_events_the_training_data_never_showed_are_not_offered(run_dir: Path, tmp_path: Path) -> None:
+    """The run's config lists the events its training data held (events.trained): play offers
+    only those, so the console says "not trained with it" instead of pretending."""
+    import shutil
+
+    import yaml
+
+    copy = tmp_path / "bk"
+    shutil.copytree(run_dir, copy)
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    for trained, names in (([], ()), (["rain", "snow"], ("rain",))):
+        config["events"] = {"names": ["rain"], "trained": trained}
+        (copy / "config.yaml").write_text(yaml.safe_dump(config))
+        sim = open_neural_simulator(copy, device="cpu")
+        assert sim.event_names == names and sim.events_supported == bool(names)
+        sim.close()
+
+
 def play(sim: NeuralSimulator, seed: int, steps: int, events: tuple[WorldEvent, ...] = ()) -> list[np.ndarray]:
     frames = [sim.reset(seed)]
     for i in range(steps):

@@ -198,6 +198,14 @@ def test_recorded_neural_play_is_marked_as_the_model_s(run_dir: Path, tmp_path: 
     ds = open_dataset(tmp_path / "rec")
     assert ds.episodes[0].meta["extra"]["source"] == "neural"
     assert ds.episodes[0].meta["extra"]["checkpoint"]
+    info = subprocess.run([sys.executable, str(ROOT / "train.py"), "info", "--data", str(tmp_path / "rec")],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert "played by neural 1" in info.stdout, info.stdout
+    fit = subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", "--config", str(CONFIG), "--data",
+                          str(tmp_path / "rec"), "--out", str(tmp_path / "run"), "--set", "preset=tiny",
+                          "--device", "cpu", "--steps", "1", "--no-progress"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert "1 of the 1 episodes" in fit.stderr and "played by a world model" in fit.stderr, fit.stderr
 
 
 @pytest.mark.skipif(shutil.which("c++") is None, reason="torch.compile on a CPU needs a C++ compiler")

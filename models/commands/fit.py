@@ -233,6 +233,11 @@ def build_trainer(args: argparse.Namespace, config: dict[str, Any], state: Any, 
     cfg = TrainConfig.parse(config["train"])
     dataset = open_dataset(args.data)
     spec = dataset.spec
+    neural = sum(isinstance(e.meta.get("extra"), dict) and e.meta["extra"].get("source") == "neural"
+                 for e in dataset.episodes)
+    if neural:  # a model learning from a model's frames learns its mistakes as the game
+        print(f"warning: {neural} of the {len(dataset.episodes)} episodes in {args.data} were played by a "
+              "world model (play.py --checkpoint --record), not the real game", file=sys.stderr)
     if config.get("game") and str(config["game"]).lower() != spec.name:
         raise UserError(f"{args.config} is for {config['game']}, but {args.data} holds {spec.name} episodes")
 

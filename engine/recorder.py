@@ -168,6 +168,13 @@ def episode_kind(meta: dict[str, Any]) -> str:
             + (f", {shape[0]}x{shape[1]}" if shape else ""))
 
 
+def episode_source(meta: dict[str, Any]) -> str:
+    """Who played an episode, from meta.json's `extra.source`: collect, import, neural (a world
+    model, `play.py --checkpoint --record`), or play (the real game by hand: no source)."""
+    extra = meta.get("extra")
+    return str(extra.get("source", "play")) if isinstance(extra, dict) else "play"
+
+
 def step_size(family: Any, n: int) -> str:
     """The step size as the game's own flag calls it: Atari's frameskip, CarRacing's action repeat."""
     return f"frameskip {n}" if family == "atari" else f"action repeat {n}"

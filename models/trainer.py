@@ -3,8 +3,9 @@
 AdamW with linear warm-up, gradient clipping, EMA weights (the ones saved for play), bf16
 autocast on CUDA, optional torch.compile, a held-out loss, a tqdm bar, periodic atomic
 checkpoints, bit-exact resume, named training stages and DDP under torchrun; TensorBoard scalars,
-sample rollouts and the plain status line are models/train_log.py's. Batches come from `models.windows.WindowSampler`, whose batch i depends only on
-(seed, rank, i), so a resumed run draws the same batches an uninterrupted one would.
+sample rollouts and the plain status line are models/train_log.py's. Batches come from
+`models.windows.WindowSampler`, whose batch i depends only on (seed, rank, i), so a resumed run
+draws the same batches an uninterrupted one would.
 """
 
 from __future__ import annotations

@@ -279,6 +279,7 @@ def summarize(root: str | Path) -> dict[str, Any]:
     import numpy as np
 
     from engine.dataset import decode_events, open_dataset
+    from engine.recorder import episode_source
 
     ds = open_dataset(root)
     returns: list[float] = []
@@ -287,10 +288,8 @@ def summarize(root: str | Path) -> dict[str, Any]:
     onsets: Counter[str] = Counter()
     event_steps: Counter[str] = Counter()
     terminated = 0
-    sources: Counter[str] = Counter()  # who played: collect, import, play (by hand), neural (a model)
+    sources = Counter(episode_source(e.meta) for e in ds.episodes)
     for i in range(len(ds)):
-        extra = ds.episodes[i].meta.get("extra")
-        sources[str(extra.get("source", "play")) if isinstance(extra, dict) else "play"] += 1
         cols = ds.read(i, ("actions", "rewards", "terminations", "events"))
         returns.append(float(cols["rewards"].sum(dtype=np.float64)))
         lengths.append(int(cols["actions"].shape[0]))

@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     out_existed = Path(args.out).exists()
     check_out_dir(Path(args.out))
     try:
-        trainer = build_trainer(args, config, state, device)
+        trainer = build_trainer(args, config, cfg, state, device)
     except BaseException:
         if not out_existed:  # a typo in the config or the data leaves no empty run directory behind
             with contextlib.suppress(OSError):
@@ -220,21 +220,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_trainer(args: argparse.Namespace, config: dict[str, Any], state: Any, device: Any) -> Any:
-    """The model (warm-started with --init), the recordings at its resolution and the Trainer."""
+def build_trainer(args: argparse.Namespace, config: dict[str, Any], cfg: Any, state: Any, device: Any) -> Any:
+    """The model (warm-started with --init), the recordings at its resolution and the Trainer;
+    `cfg` is the parsed train section (models/trainer.py `TrainConfig`)."""
     import torch
 
     from engine.dataset import open_dataset
     from engine.errors import UserError
+    from engine.recorder import episode_source
     from models.data import Recordings, describe, split_episodes
     from models.registry import build_model
-    from models.trainer import TrainConfig, Trainer
+    from models.trainer import Trainer
 
-    cfg = TrainConfig.parse(config["train"])
     dataset = open_dataset(args.data)
     spec = dataset.spec
-    neural = sum(isinstance(e.meta.get("extra"), dict) and e.meta["extra"].get("source") == "neural"
-                 for e in dataset.episodes)
+    neural = sum(episode_source(e.meta) == "neural" for e in dataset.episodes)
     if neural:  # a model learning from a model's frames learns its mistakes as the game
         print(f"warning: {neural} of the {len(dataset.episodes)} episodes in {args.data} were played by a "
               "world model (play.py --checkpoint --record), not the real game", file=sys.stderr)

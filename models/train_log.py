@@ -36,6 +36,7 @@ class TrainLog:
         self.writer: Any = None
         self._status_at: float | None = None  # when the last status line was printed
         self._status_step = 0
+        self._status_wait = 0.0  # data_seconds at the last status line
 
     def open(self, step: int) -> None:
         """Start the TensorBoard writer; on resume, events logged after `step` are dropped."""
@@ -65,22 +66,25 @@ class TrainLog:
             self.writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
         self.writer.add_scalar("train/samples_per_s", samples_per_s, step)
 
-    def status(self, step: int, loss: float, lr: float) -> None:
+    def status(self, step: int, loss: float, lr: float, data_seconds: float) -> None:
         """Without a bar, a log of a long run would say nothing until the end: one line a minute
-        with the step, smoothed loss, speed and time left."""
+        with the step, smoothed loss, speed, the share of the time the step waited for its batch
+        (`data_seconds`: the run's total so far; high means the loader starves the GPU) and the
+        time left."""
         if not self.status_lines:
             return
         now = time.perf_counter()
         if self._status_at is None:
-            self._status_at, self._status_step = now, step
+            self._status_at, self._status_step, self._status_wait = now, step, data_seconds
             return
         if now - self._status_at < self.STATUS_EVERY_S:
             return
         rate = (step - self._status_step) / (now - self._status_at)
+        wait = (data_seconds - self._status_wait) / (now - self._status_at)
         left = (self.total_steps - step) / max(rate, 1e-9)
         print(f"fit: step {step}/{self.total_steps}, loss {loss:.4f}, lr {lr:.1e}, "
-              f"{rate:.2f} steps/s, {left / 60:.0f} min left", flush=True)
-        self._status_at, self._status_step = now, step
+              f"{rate:.2f} steps/s, data wait {wait:.0%}, {left / 60:.0f} min left", flush=True)
+        self._status_at, self._status_step, self._status_wait = now, step, data_seconds
 
     @torch.no_grad()
     def samples(self, model: Any, batch: RawBatch | None, device: torch.device, step: int) -> None:

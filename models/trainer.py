@@ -195,6 +195,8 @@ class Trainer:
         self.ema = EMA(model, self.cfg.ema_decay)
         self.step = self.stage = self.stage_step = 0
         self.train_seconds = 0.0
+        self.data_seconds = 0.0
+        """Of train_seconds, the time spent waiting for the window loader (this process only)."""
         self.log = TrainLog(self.run_dir, self.dist.main, not progress, self.cfg.total_steps)
         self.finished = False
         """True once every stage has run its steps."""
@@ -309,7 +311,10 @@ class Trainer:
             lr = cfg.lr * min(1.0, (self.stage_step + 1) / max(cfg.warmup_steps, 1))
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = next(stream).to_batch(device)
+            waited = time.perf_counter()
+            raw = next(stream)
+            self.data_seconds += time.perf_counter() - waited  # the step stood idle for its batch
+            batch = raw.to_batch(device)
             with autocast:
                 loss, logs = loss_fn(batch)
             optimizer.zero_grad(set_to_none=True)
@@ -336,7 +341,7 @@ class Trainer:
             smooth = value if smooth is None else 0.9 * smooth + 0.1 * value
             bar.update(1)
             bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{lr:.1e}")
-            self.log.status(self.step, smooth, lr)
+            self.log.status(self.step, smooth, lr, self.data_seconds)
             last = {"loss": value, "lr": lr, "grad_norm": float(gnorm), **logs}
             self.log.scalars(last, self.step, self.step * cfg.batch_size * self.dist.world
                              / max(self.train_seconds, 1e-9))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -444,6 +445,11 @@ def test_no_progress_prints_status_lines(data: Path, tmp_path: Path, capsys: pyt
 
     monkeypatch.setattr(TrainLog, "STATUS_EVERY_S", 0.0)
     assert fit(data, tmp_path / "run", "--steps", "5", "--set", "train.checkpoint_every=0") == 0
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("fit: step ")]
+    out = capsys.readouterr().out.splitlines()
+    lines = [ln for ln in out if ln.startswith("fit: step ")]
     assert [ln.split()[2] for ln in lines] == ["2/5,", "3/5,", "4/5,", "5/5,"]
     assert all("steps/s" in ln and "min left" in ln for ln in lines)
+    # The share of time the step stood waiting for its batch: a fraction, per line and in all.
+    waits = [int(re.search(r"data wait (\d+)%", ln).group(1)) for ln in lines]  # type: ignore[union-attr]
+    assert all(0 <= w <= 100 for w in waits)
+    assert re.search(r"samples/s, \d+% of it waiting for data\)", out[-1]), out[-1]

@@ -198,9 +198,10 @@ def run(args: argparse.Namespace) -> int:
     if state is not None:
         trainer.resume_from(state)
         print(f"resuming {args.out} at step {state.step}")
-    first, seconds = trainer.step, trainer.train_seconds
+    first, seconds, waited = trainer.step, trainer.train_seconds, trainer.data_seconds
     logs = trainer.fit()
     done, seconds = trainer.step - first, trainer.train_seconds - seconds
+    waited = trainer.data_seconds - waited
     rate = done / seconds if seconds > 0 else 0.0
     loss = logs.get("loss", float("nan"))
     if trainer.dist.main and done == 0:
@@ -208,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
     elif trainer.dist.main:
         print(f"saved {args.out}: step {trainer.step}/{cfg.total_steps}, loss {loss:.4f}, "
               f"{done} steps in {seconds:.0f} s on {device} "
-              f"({rate:.2f} steps/s, {rate * cfg.batch_size * trainer.dist.world:.1f} samples/s)")
+              f"({rate:.2f} steps/s, {rate * cfg.batch_size * trainer.dist.world:.1f} samples/s, "
+              f"{waited / max(seconds, 1e-9):.0%} of it waiting for data)")
     if trainer.dist.world > 1:
         import torch.distributed as tdist
 

@@ -10,9 +10,10 @@
 # MODELS: which of breakout-diffusion, carracing-diffusion, breakout-autoregressive to train
 #   (default all three, side by side on the one GPU; one alone gets the whole card).
 # The diffusion models train with the shipped recipe's self-rollout (`model.rollout_steps: 4`)
-#   at batch DIFF_BATCH (default 256) and lr DIFF_LR (default 4e-4): with a fixed rolled share
-#   per batch an H100 runs that at ~5,700 samples/s (batch 512), against ~600 before. What
-#   this batch and lr give in quality has not been measured yet: evaluate before shipping.
+#   at batch DIFF_BATCH (default 256) and lr DIFF_LR (default 3e-4). The step alone runs at
+#   ~5,700 samples/s on an H100 (batch 512); fit ran at 2,560 samples/s on an H200 (batch 256),
+#   and its log now says how much of that time it waited for data. 6,174 steps of this recipe
+#   (10 min) made the shipped Breakout model's start (docs/RESULTS.md).
 # BENCH=0: skip the benchmarks at the end.
 # COLLECT_SECS: the most each collection may take (default 900); on the limit it stops cleanly
 #   and training uses what was recorded.
@@ -98,7 +99,7 @@ else
   if [ "$SCALE" = tiny ]; then
     DIFF="$DIFF --set train.num_workers=0"
   else
-    DIFF="$DIFF --set train.batch_size=${DIFF_BATCH:-256} --set train.lr=${DIFF_LR:-4e-4} --steps 200000"
+    DIFF="$DIFF --set train.batch_size=${DIFF_BATCH:-256} --set train.lr=${DIFF_LR:-3e-4} --steps 200000"
     DIFF="$DIFF --set train.warmup_steps=300 --set train.num_workers=4 --set train.eval_every=0"
   fi
   for run in $MODELS; do

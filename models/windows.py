@@ -113,8 +113,9 @@ class WindowSampler:
         windows: tuple[np.ndarray, np.ndarray] = (self._change_windows(focus) if event_change_fraction > 0
                                                   else (np.zeros(0, np.int64), np.zeros(0)))
         self.change_windows, weights = windows
-        # None when every weight is 1: the plain uniform draw, so batches of runs without a
-        # focus stay what they were (resume is bit-exact across versions).
+        # None when every weight is 1: the plain uniform draw, so adding the focus did not change
+        # the batches of runs without one. (Runs with event_noise draw other batches since the
+        # noise is drawn for the used pairs alone; a resume within one version is bit-exact.)
         self.change_p = weights / weights.sum() if len(weights) and (weights != 1).any() else None
         self.reward_windows = self._reward_windows() if reward_fraction > 0 else np.zeros(0, np.int64)
         # Paraphrase banks stacked (E, Pmax, D) with per-event counts, for vectorised draws.

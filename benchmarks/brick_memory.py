@@ -31,10 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.dataset import open_dataset  # noqa: E402
-from engine.errors import UserError, run_command  # noqa: E402
+from engine.errors import ArgumentParser, UserError, run_command  # noqa: E402
 from models.checkpoint import load_run  # noqa: E402
 from models.data import Recordings  # noqa: E402
 from models.metrics import rollout  # noqa: E402
+from models.world import EVENT_DIM  # noqa: E402
 
 DARK = 20  # grey level below which a brick-band pixel counts as a hole (bricks are 70-140)
 STEPS = (1, 4, 8, 16)
@@ -46,7 +47,7 @@ def hole_share(gray: np.ndarray, rows: list[int]) -> float:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, metavar="RUN", help="a Breakout world model run directory")
     p.add_argument("--data", required=True, metavar="DIR", help="Breakout recordings to take context from")
     p.add_argument("--windows", type=int, default=16, help="context windows with holes (default 16)")
@@ -57,7 +58,6 @@ def main() -> int:
         raise UserError(f"--windows must be >= 1 and --horizon >= {max(STEPS)}")
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise UserError(f"--json {args.json}: no such directory")
-    torch.manual_seed(0)
     run = load_run(args.checkpoint)
     if run.spec.name != "breakout":
         raise UserError(f"{args.checkpoint} is a {run.spec.name} model; this measures Breakout's bricks")
@@ -85,13 +85,13 @@ def main() -> int:
         raise UserError(f"no event-free window in {args.data} has broken bricks to keep")
     picks = picks[:: max(1, len(picks) // args.windows)][: args.windows]
     eps = recs.episodes
-    frames = torch.stack([torch.from_numpy(np.array(eps[e].frames[s: s + C])) for e, s in picks])
-    frames = frames.float() / 127.5 - 1  # (B, C, 3, R, R)
+    raw = torch.stack([torch.from_numpy(np.array(eps[e].frames[s: s + C])) for e, s in picks])  # (B, C, 3, R, R) uint8
+    frames = raw.float() / 127.5 - 1
     actions = torch.stack([torch.from_numpy(np.asarray(eps[e].actions[s: s + C - 1 + H])) for e, s in picks]).long()
-    plain = torch.zeros(len(picks), C - 1 + H, len(next(iter(run.event_bank.values()))))
+    plain = torch.zeros(len(picks), C - 1 + H, EVENT_DIM)
     prompted = plain.clone()
     prompted[:, C - 1:] = torch.from_numpy(run.event_bank["rebuild_wall"])
-    context = hole_share(((frames[:, -1] + 1) * 127.5).mean(1).numpy(), rows)
+    context = hole_share(raw[:, -1].float().mean(1).numpy(), rows)
     result: dict[str, object] = {"checkpoint": args.checkpoint, "windows": len(picks), "context": context}
     print(f"{len(picks)} windows, brick rows {rows[0]}-{rows[-1]}; holes in the last context frame: {context:.3f}")
     for name, events in (("without", plain), ("with_rebuild_wall", prompted)):

@@ -33,6 +33,7 @@ from models.config import resolve_config  # noqa: E402
 from models.diffusion.cuda_graph import GraphedFunction  # noqa: E402
 from models.diffusion_world import DiffusionWorldModel  # noqa: E402
 from models.neural_sim import NeuralSimulator, resolve_device  # noqa: E402
+from models.world import EVENT_DIM  # noqa: E402
 
 
 def game_spec(name: str) -> GameSpec:
@@ -123,7 +124,7 @@ def main() -> int:
         gen = torch.Generator(device=device).manual_seed(0)
         ctx = torch.rand(1, c, 3, r, r, generator=gen, device=device) * 2 - 1
         acts = torch.zeros(1, c, dtype=torch.long, device=device)
-        events = torch.zeros(1, 384, device=device)
+        events = model.event_input(torch.zeros(1, EVENT_DIM, device=device), None)  # (1, D or 2D)
         noise = torch.randn(1, 3, r, r, generator=gen, device=device) * 5
         for name in presets:
             model.set_sampler(name)

@@ -249,8 +249,10 @@ class ARWorldModel(nn.Module):
         self.sampler_name = name
 
     @torch.no_grad()
-    def start(self, frames: torch.Tensor, actions: torch.Tensor) -> ARState:
-        """Tokenize C real frames and write the first C - 1 steps into a fresh KV ring."""
+    def start(self, frames: torch.Tensor, actions: torch.Tensor,
+              events: torch.Tensor | None = None) -> ARState:
+        """Tokenize C real frames and write the first C - 1 steps into a fresh KV ring (this
+        family reads the event vector of each step as it comes, so `events` is not needed)."""
         r = self.resolution
         if (frames.ndim != 5 or frames.shape[1] < 1 or tuple(frames.shape[2:]) != (3, r, r)
                 or tuple(actions.shape) != (frames.shape[0], frames.shape[1] - 1)):

@@ -72,6 +72,12 @@ class DiffusionConfig:
     event it is, and the model must go on from frames it drew itself. 0 = off."""
     rollout_fraction: float = 0.5
     """Share of each batch trained from its own rollouts: round(B * fraction) rows, a fixed count."""
+    event_onset: bool = False
+    """Also condition on the change of the event vector since the previous step. An event that
+    acts once (the rebuilt wall, the extra life) shows only on its onset step; later steps with
+    the same vector must leave the world alone. The vector alone cannot say which step is the
+    onset, so a model without this learns a blur of both: it half-heals the wall while the event
+    is on, or never answers the prompt. The change is nonzero on exactly the onset and end steps."""
     unet: UNetConfig = field(default_factory=UNetConfig)
     edm: EDMConfig = field(default_factory=EDMConfig)
     heads: HeadConfig = field(default_factory=HeadConfig)
@@ -142,6 +148,8 @@ class DiffusionState:
     """(B, C, 3, H, W) last C frames in [-1, 1], newest last."""
     actions: torch.Tensor
     """(B, C-1) actions taken between them."""
+    events: torch.Tensor | None = None
+    """(B, EVENT_DIM) event vector of the last step (None: no event was on)."""
 
 
 class DiffusionWorldModel(nn.Module):
@@ -159,7 +167,8 @@ class DiffusionWorldModel(nn.Module):
         self.context_frames = cfg.context_frames
         self.resolution = cfg.resolution
         self.train_window = cfg.context_frames + cfg.rollout_steps
-        self.unet = UNet(cfg.unet, cfg.context_frames, num_actions, cfg.context_noise_buckets)
+        self.unet = UNet(cfg.unet, cfg.context_frames, num_actions, cfg.context_noise_buckets,
+                         cfg.event_onset)
         self.denoiser = Denoiser(self.unet, cfg.edm)
         self.edm_loss = EDMLoss(cfg.edm)
         self.head = RewardHead(cfg.heads, num_actions)
@@ -184,7 +193,7 @@ class DiffusionWorldModel(nn.Module):
         n = self.cfg.context_noise_buckets
         return bucket.float() * (self.cfg.context_noise_max / max(n - 1, 1))
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         t = self.context_frames
         if batch.frames.shape[1] < t + 1:
             raise UserError(f"training windows hold {batch.frames.shape[1]} frames; the model "
@@ -195,7 +204,8 @@ class DiffusionWorldModel(nn.Module):
         if self.cfg.rollout_steps and self.training:
             context = self._rolled_context(batch, context)
         actions = batch.actions[:, -t:]  # (B, T): action at each context frame
-        events = batch.events[:, -1]  # (B, EVENT_DIM): active while producing the target
+        # (B, EVENT_DIM) active while producing the target, or (B, 2 * EVENT_DIM) with its change.
+        events = self.event_input(batch.events[:, -1], batch.events[:, -2] if batch.events.shape[1] > 1 else None)
         b = target.shape[0]
 
         # Context-noise augmentation (GameNGen section 3.2.1): a bucketed level per sample.
@@ -225,9 +235,19 @@ class DiffusionWorldModel(nn.Module):
                  "termination": (end_bce * valid).sum() / denom}
         total = (parts["denoise"] + self.cfg.heads.reward_weight * parts["reward"]
                  + self.cfg.heads.termination_weight * parts["termination"])
-        logs = {f"loss/{k}": float(v.detach()) for k, v in parts.items()}
-        logs["context_noise"] = float(level.mean())
+        # Tensors, not floats: reading them here would stall the GPU queue every step.
+        logs = {f"loss/{k}": v.detach() for k, v in parts.items()}
+        logs["context_noise"] = level.mean()
         return total, logs
+
+    def event_input(self, events: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+        """The U-Net's event conditioning for a step: `events` (B, EVENT_DIM), or with
+        `event_onset` the pair [events, events - previous] (B, 2 * EVENT_DIM); `previous` is the
+        vector of the step before (None: no event was on)."""
+        if not self.cfg.event_onset:
+            return events
+        change = events if previous is None else events - previous.to(events.dtype)
+        return torch.cat([events, change], dim=1)
 
     @torch.no_grad()
     def _rolled_context(self, batch: Batch, context: torch.Tensor) -> torch.Tensor:
@@ -252,7 +272,7 @@ class DiffusionWorldModel(nn.Module):
         frames = batch.frames[pick][:, -(c + k + 1):]  # (b, C+K+1, 3, H, W)
         actions, events = batch.actions[pick][:, -(c + k):], batch.events[pick][:, -(c + k):]
         # Exactly the play step: frame p is drawn from the C frames before it.
-        state = self.start(frames[:, :c], actions[:, : c - 1])
+        state = self.start(frames[:, :c], actions[:, : c - 1], events[:, c - 2] if c > 1 else None)
         for p in range(c, c + k):
             state, _ = self.advance(state, actions[:, p - 1], events[:, p - 1])
         out = context.clone()
@@ -298,12 +318,14 @@ class DiffusionWorldModel(nn.Module):
             return self._compiled
         return self.generate
 
-    def start(self, frames: torch.Tensor, actions: torch.Tensor) -> DiffusionState:
+    def start(self, frames: torch.Tensor, actions: torch.Tensor,
+              events: torch.Tensor | None = None) -> DiffusionState:
         c = self.context_frames
         if frames.ndim != 5 or frames.shape[1] != c or actions.shape[1:] != (c - 1,):
             raise UserError(f"start needs frames (B, {c}, 3, H, W) and actions (B, {c - 1}); got "
                             f"{tuple(frames.shape)} and {tuple(actions.shape)}")
-        return DiffusionState(frames=frames.float(), actions=actions.long())
+        return DiffusionState(frames=frames.float(), actions=actions.long(),
+                              events=None if events is None else events.float())
 
     def generate(self, context: torch.Tensor, actions: torch.Tensor, events: torch.Tensor,
                  noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -311,7 +333,8 @@ class DiffusionWorldModel(nn.Module):
 
         Args:
             context: (B, C, 3, H, W) past frames; actions: (B, C) long, newest last;
-            events: (B, EVENT_DIM); noise: (B, 3, H, W) start of the sampler at sigma_max.
+            events: (B, EVENT_DIM), or (B, 2 * EVENT_DIM) with `event_onset` (`event_input`);
+            noise: (B, 3, H, W) start of the sampler at sigma_max.
         Returns the next frame (B, 3, H, W) in [-1, 1] and the head's logits (B, 4).
         """
         cfg = self.samplers[self.sampler_name]
@@ -334,7 +357,8 @@ class DiffusionWorldModel(nn.Module):
             level = self.context_noise_level(torch.tensor(self.cfg.play_context_noise))
             context = context + level * torch.randn(context.shape, generator=generator,
                                                     device=context.device)
-        events = events.to(context.dtype)
+        step_events = events.float()
+        events = self.event_input(step_events, state.events).to(context.dtype)
         if self._graphs is not None and context.is_cuda:
             graph = self._graphs.get(self.sampler_name)
             if graph is None:
@@ -345,6 +369,6 @@ class DiffusionWorldModel(nn.Module):
         logits = logits.float()
         reward = self.reward_values[logits[:, :3].argmax(1)]  # (B,) paid value of the likeliest class
         new_state = DiffusionState(frames=torch.cat([state.frames[:, 1:], frame[:, None].float()], dim=1),
-                                   actions=actions[:, 1:])
+                                   actions=actions[:, 1:], events=step_events)
         return new_state, Prediction(frame=frame.float(), reward=reward,
                                      termination=torch.sigmoid(logits[:, 3]))

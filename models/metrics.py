@@ -65,7 +65,7 @@ def rollout(model: Any, frames: torch.Tensor, actions: torch.Tensor, events: tor
     probabilities (B, horizon).
     """
     c = frames.shape[1]
-    state = model.start(frames, actions[:, : c - 1])
+    state = model.start(frames, actions[:, : c - 1], events[:, c - 2] if c > 1 else None)
     out, rew, end = [], [], []
     for k in range(horizon):
         state, pred = model.advance(state, actions[:, c - 1 + k], events[:, c - 1 + k], generator)

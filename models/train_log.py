@@ -66,11 +66,11 @@ class TrainLog:
             self.writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
         self.writer.add_scalar("train/samples_per_s", samples_per_s, step)
 
-    def status(self, step: int, loss: float, lr: float, data_seconds: float) -> None:
+    def status(self, step: int, loss: float | torch.Tensor, lr: float, data_seconds: float) -> None:
         """Without a bar, a log of a long run would say nothing until the end: one line a minute
         with the step, smoothed loss, speed, the share of the time the step waited for its batch
         (`data_seconds`: the run's total so far; high means the loader starves the GPU) and the
-        time left."""
+        time left. `loss` may be a device tensor: it is read only when a line is printed."""
         if not self.status_lines:
             return
         now = time.perf_counter()
@@ -82,7 +82,7 @@ class TrainLog:
         rate = (step - self._status_step) / (now - self._status_at)
         wait = (data_seconds - self._status_wait) / (now - self._status_at)
         left = (self.total_steps - step) / max(rate, 1e-9)
-        print(f"fit: step {step}/{self.total_steps}, loss {loss:.4f}, lr {lr:.1e}, "
+        print(f"fit: step {step}/{self.total_steps}, loss {float(loss):.4f}, lr {lr:.1e}, "
               f"{rate:.2f} steps/s, data wait {wait:.0%}, {left / 60:.0f} min left", flush=True)
         self._status_at, self._status_step, self._status_wait = now, step, data_seconds
 

@@ -31,6 +31,9 @@ from models.train_log import TrainLog
 from models.train_runtime import EMA, LossModule, StopFlag, init_distributed, rng_state
 from models.windows import RawBatch, WindowSampler, heldout_batches
 
+READ_EVERY = 10
+"""Steps between reads of the loss and gradient norm from the device (bar, scalars, checks)."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -305,7 +308,15 @@ class Trainer:
             loss_fn = torch.compile(loss_fn)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
         stream = self.sampler.stream(self.step, cfg.num_workers, pin=device.type == "cuda")
-        bad_in_a_row, smooth, tick = 0, None, time.perf_counter()
+        # Nothing below reads a GPU value every step: a read waits for the queue to drain, and the
+        # host then launches the next step's kernels onto an idle GPU. Values are read every
+        # READ_EVERY steps (bar, scalars, the non-finite check) and for the status line. With a
+        # fused optimizer (CUDA) a non-finite step is skipped on the device through its
+        # `found_inf` (the mechanism torch.amp.GradScaler uses); elsewhere it is read at once.
+        on_device = all(group.get("fused") for group in optimizer.param_groups)
+        bad_run = torch.zeros((), device=device)  # non-finite steps in a row, on the device
+        smooth: torch.Tensor | None = None  # smoothed loss, on the device
+        tick = time.perf_counter()
         self.model.train()
         while self.stage_step < steps and not self._should_stop(flag):
             lr = cfg.lr * min(1.0, (self.stage_step + 1) / max(cfg.warmup_steps, 1))
@@ -320,17 +331,14 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-            value = float(loss.detach())
-            if not (math.isfinite(value) and math.isfinite(float(gnorm))):
-                bad_in_a_row += 1
-                if bad_in_a_row >= 20:
-                    hint = ("; train.compile with bf16 can give non-finite gradients (seen in max-pool "
-                            "backward): try --set train.compile=false" if cfg.compile else
-                            "; lower train.lr or check the data")
-                    raise UserError(f"loss or gradients not finite for 20 steps in a row at step "
-                                    f"{self.step}{hint}")
+            value = loss.detach().float()
+            bad = ~(torch.isfinite(value) & torch.isfinite(gnorm))
+            bad_run = (bad_run + 1) * bad
+            if not on_device and bool(bad):
+                self._check_finite(int(bad_run), cfg)
                 continue  # skip this update; the batch stream moves on
-            bad_in_a_row = 0
+            if on_device:
+                optimizer.found_inf = bad.float()  # type: ignore[attr-defined]  # fused step: skip if 1
             optimizer.step()
             self.ema.update(self.model, self.step)
             self.step += 1
@@ -338,22 +346,37 @@ class Trainer:
             now = time.perf_counter()
             self.train_seconds += now - tick
             tick = now
-            smooth = value if smooth is None else 0.9 * smooth + 0.1 * value
+            smooth = value if smooth is None else torch.where(bad, smooth, 0.9 * smooth + 0.1 * value)
             bar.update(1)
-            bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{lr:.1e}")
             self.log.status(self.step, smooth, lr, self.data_seconds)
-            last = {"loss": value, "lr": lr, "grad_norm": float(gnorm), **logs}
-            self.log.scalars(last, self.step, self.step * cfg.batch_size * self.dist.world
-                             / max(self.train_seconds, 1e-9))
+            if self.step % READ_EVERY == 0 or self.stage_step == steps or flag.stop:
+                if on_device:
+                    self._check_finite(int(bad_run), cfg)
+                bar.set_postfix(loss=f"{float(smooth):.4f}", lr=f"{lr:.1e}")
+                last = {"loss": float(value), "lr": lr, "grad_norm": float(gnorm),
+                        **{k: float(v) for k, v in logs.items()}}
+                self.log.scalars(last, self.step, self.step * cfg.batch_size * self.dist.world
+                                 / max(self.train_seconds, 1e-9))
             if cfg.eval_every and self.step % cfg.eval_every == 0:
                 last["heldout_loss"] = self._heldout_loss()
-                bar.set_postfix(loss=f"{smooth:.4f}", heldout=f"{last['heldout_loss']:.4f}", lr=f"{lr:.1e}")
+                bar.set_postfix(loss=f"{float(smooth):.4f}", heldout=f"{last['heldout_loss']:.4f}", lr=f"{lr:.1e}")
             if cfg.sample_every and self.step % cfg.sample_every == 0:
                 self.log.samples(self.ema.model, self.sample_batch, self.device, self.step)
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self.save(optimizer)
             tick = time.perf_counter()  # evaluation and saving are not training time
+        if on_device:
+            optimizer.found_inf = None  # type: ignore[attr-defined]  # a saved state holds no flag
         return optimizer, last
+
+    def _check_finite(self, bad_run: int, cfg: TrainConfig) -> None:
+        """Give up after 20 non-finite steps in a row (`bad_run`: how many so far)."""
+        if bad_run >= 20:
+            hint = ("; train.compile with bf16 can give non-finite gradients (seen in max-pool "
+                    "backward): try --set train.compile=false" if cfg.compile else
+                    "; lower train.lr or check the data")
+            raise UserError(f"loss or gradients not finite for {bad_run} steps in a row at step "
+                            f"{self.step}{hint}")
 
     def _should_stop(self, flag: StopFlag) -> bool:
         """Under DDP every rank must stop at the same step, or the others hang in all-reduce."""

@@ -76,16 +76,20 @@ class WorldModel(Protocol):
     train_window: int
     """T: steps per training example (Batch.frames has T+1 frames)."""
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Training loss (scalar) and named scalars for logging."""
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Training loss (scalar) and named scalars for logging: floats or 0-d tensors (the
+        trainer reads tensors only when it logs, so the GPU is not waited for every step)."""
         ...
 
-    def start(self, frames: torch.Tensor, actions: torch.Tensor) -> Any:
+    def start(self, frames: torch.Tensor, actions: torch.Tensor,
+              events: torch.Tensor | None = None) -> Any:
         """Begin rollouts from real context.
 
         Args:
             frames: (B, C, 3, H, W) the last C = context_frames real frames.
             actions: (B, C - 1) the actions between them.
+            events: (B, EVENT_DIM) the event vector of the last context step, for models that
+                see when an event starts (None: no event was on).
         Returns an opaque rollout state.
         """
         ...

@@ -102,9 +102,12 @@ else
     DIFF="$DIFF --set train.batch_size=${DIFF_BATCH:-256} --set train.lr=${DIFF_LR:-3e-4} --steps 200000"
     DIFF="$DIFF --set train.warmup_steps=300 --set train.num_workers=4 --set train.eval_every=0"
   fi
+  # The Breakout events drawn worst get more of the change windows: the two that act once at
+  # their onset (the model sees the onset through model.event_onset) and the slow sunset.
+  BK_FOCUS=${BK_FOCUS:-'{"rebuild_wall":3,"extra_life":3,"sunset":2}'}
   for run in $MODELS; do
     case $run in
-      breakout-diffusion) fit $run assets/configs/$run.yaml "$DATA/breakout" "$DIFF --set train.event_focus={\"sunset\":2}" & ;;
+      breakout-diffusion) fit $run assets/configs/$run.yaml "$DATA/breakout" "$DIFF --set train.event_focus=$BK_FOCUS" & ;;
       carracing-diffusion) fit $run assets/configs/$run.yaml "$DATA/carracing" "$DIFF" & ;;
       breakout-autoregressive) fit $run assets/configs/$run.yaml "$DATA/breakout" "--set preset=$PRESET ${AR_SET:-}" & ;;
       *) echo "unknown model $run" >&2 ;;

@@ -68,7 +68,7 @@ def windows(data: tuple[torch.Tensor, ...], t: int, events: bool = True) -> Batc
 def fixed_loss(model: DiffusionWorldModel, batch: Batch) -> float:
     torch.manual_seed(123)  # same sigmas, noise and context-noise draws before and after
     with torch.no_grad():
-        return float(model.loss(batch)[0])
+        return float(model.loss(batch)[0].detach())
 
 
 def test_karras_schedule() -> None:
@@ -258,7 +258,7 @@ def test_motion_weighted_loss_differs_and_backpropagates(breakout: tuple[torch.T
     loss_w, logs_w = weighted.loss(batch)
     torch.manual_seed(1)
     _, logs_p = plain.loss(batch)
-    assert logs_w["loss/denoise"] != pytest.approx(logs_p["loss/denoise"], rel=1e-3)
+    assert float(logs_w["loss/denoise"]) != pytest.approx(float(logs_p["loss/denoise"]), rel=1e-3)
     loss_w.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all()
                for p in weighted.parameters() if p.requires_grad and p.grad is not None)
@@ -279,9 +279,9 @@ def test_reward_class_weights_scale_the_rare_class(breakout: tuple[torch.Tensor,
                   rewards=torch.ones(b, t), terminations=torch.zeros(b, t),
                   events=torch.zeros(b, t, EVENT_DIM), valid=torch.ones(b, t + 1, dtype=torch.bool))
     torch.manual_seed(0)
-    r_plain = plain.loss(batch)[1]["loss/reward"]
+    r_plain = float(plain.loss(batch)[1]["loss/reward"])
     torch.manual_seed(0)
-    r_weighted = weighted.loss(batch)[1]["loss/reward"]
+    r_weighted = float(weighted.loss(batch)[1]["loss/reward"])
     assert r_weighted == pytest.approx(8 * r_plain, rel=1e-4)
 
 
@@ -307,7 +307,8 @@ def test_self_rollout_context_is_the_models_own(breakout: tuple[torch.Tensor, ..
     torch.manual_seed(5)
     torch.randperm(real.shape[0])  # the draw of the rows comes first
     noise = initial_noise(tuple(real[:, 0].shape), model.samplers[model.sampler_name], "cpu", None)
-    first, _ = model.generate(batch.frames[:, :c], batch.actions[:, :c], batch.events[:, c - 1], noise)
+    events = model.event_input(batch.events[:, c - 1], batch.events[:, c - 2])  # with its change (event_onset)
+    first, _ = model.generate(batch.frames[:, :c], batch.actions[:, :c], events, noise)
     assert torch.allclose(again[:, c - 2], first, atol=1e-5)
     model.train()
     loss, _ = model.loss(batch)
@@ -330,3 +331,39 @@ def test_self_rollout_rolls_a_fixed_share(breakout: tuple[torch.Tensor, ...]) ->
         rolled = model._rolled_context(batch, real)
         changed = (rolled - real).flatten(1).abs().amax(1) > 0  # (B,)
         assert int(changed.sum()) == round(b * 0.3)
+
+
+def test_event_onset_sees_the_change_of_the_event_vector(breakout: tuple[torch.Tensor, ...]) -> None:
+    """With model.event_onset the step after an event starts is drawn differently from a later
+    step under the same vector (the state carries the last step's vector), and the loss sees
+    where in the window the event started; without it neither matters."""
+    frames, actions, _ = breakout
+    event = F.normalize(torch.randn(1, EVENT_DIM), dim=1)
+
+    def step_from(model: DiffusionWorldModel, before: torch.Tensor | None) -> torch.Tensor:
+        state = model.start(frames[None, :4], actions[None, :3], before)
+        with torch.no_grad():
+            state, pred = model.advance(state, torch.tensor([1]), event, torch.Generator().manual_seed(0))
+        assert torch.equal(state.events, event)  # the next step sees no change
+        return pred.frame
+
+    def loss_with(model: DiffusionWorldModel, since: int) -> float:
+        t = model.train_window
+        events = torch.zeros(1, t, EVENT_DIM)
+        events[:, since:] = event
+        batch = Batch(frames=frames[None, : t + 1], actions=actions[None, :t], rewards=torch.zeros(1, t),
+                      terminations=torch.zeros(1, t), events=events, valid=torch.ones(1, t + 1, dtype=torch.bool))
+        torch.manual_seed(0)
+        return float(model.loss(batch)[0].detach())
+
+    for onset in (True, False):
+        torch.manual_seed(0)
+        config = resolve_config(CONFIG, ["preset=tiny", f"model.event_onset={str(onset).lower()}"])
+        model = DiffusionWorldModel(DiffusionConfig.parse(config["model"]), 4).eval()
+        with torch.no_grad():  # as if trained: the zero-initialised output layers hide the conditioning
+            for p in model.parameters():
+                p.normal_(0, 0.05)
+        assert (model.unet.onset_proj is not None) == onset
+        changed = not torch.equal(step_from(model, None), step_from(model, event))
+        loss_changed = loss_with(model, model.train_window - 1) != pytest.approx(loss_with(model, 0), rel=1e-6)
+        assert changed == onset and loss_changed == onset

@@ -453,3 +453,39 @@ def test_no_progress_prints_status_lines(data: Path, tmp_path: Path, capsys: pyt
     waits = [int(re.search(r"data wait (\d+)%", ln).group(1)) for ln in lines]  # type: ignore[union-attr]
     assert all(0 <= w <= 100 for w in waits)
     assert re.search(r"samples/s, \d+% of it waiting for data\)", out[-1]), out[-1]
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_non_finite_steps_are_skipped_then_refused(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str], fused: bool) -> None:
+    """A non-finite loss changes no weight; 20 in a row end fit with one line. Unfused (the CPU)
+    the step is skipped at once; fused (CUDA) the optimizer skips it on the device and fit reads
+    the count every few steps, so no step waits for the GPU."""
+    import models.trainer as trainer_mod
+    from models.diffusion_world import DiffusionWorldModel
+
+    plain = trainer_mod.make_optimizer
+
+    def make(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+        opt = plain(model, cfg, device)
+        groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in opt.param_groups]
+        return torch.optim.AdamW(groups, betas=(0.9, 0.99), fused=fused)
+
+    seen: list[dict[str, torch.Tensor]] = []
+    real_loss = DiffusionWorldModel.loss
+
+    def broken(self: DiffusionWorldModel, batch: object) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if not seen:
+            seen.append({k: v.detach().clone() for k, v in self.state_dict().items()})
+        loss, logs = real_loss(self, batch)  # type: ignore[arg-type]
+        return loss * float("nan"), logs
+
+    monkeypatch.setattr(trainer_mod, "make_optimizer", make)
+    monkeypatch.setattr(DiffusionWorldModel, "loss", broken)
+    capsys.readouterr()
+    assert fit(data, tmp_path / "nan", "--steps", "60") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not finite for" in err[0] and "steps in a row" in err[0], err
+    if (tmp_path / "nan" / "model.safetensors").exists():  # the fused path counted skipped steps
+        saved = load_file(str(tmp_path / "nan" / "model.safetensors"))
+        assert all(torch.equal(saved[k].float(), seen[0][k].float()) for k in saved if k in seen[0])

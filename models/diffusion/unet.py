@@ -129,7 +129,7 @@ class UNet(nn.Module):
     action_offsets: torch.Tensor
 
     def __init__(self, cfg: UNetConfig, context_frames: int, num_actions: int,
-                 context_noise_buckets: int) -> None:
+                 context_noise_buckets: int, event_onset: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         self.num_actions = num_actions
@@ -144,6 +144,9 @@ class UNet(nn.Module):
                              persistent=False)
         self.ctx_noise_emb = nn.Embedding(context_noise_buckets, d)
         self.event_proj = nn.Linear(EVENT_DIM, d, bias=False)
+        # The step's change of the event vector (model.event_onset): nonzero only where an event
+        # starts or ends, so "the wall is rebuilt now" is told apart from "it was rebuilt earlier".
+        self.onset_proj = nn.Linear(EVENT_DIM, d, bias=False) if event_onset else None
         self.cond_mlp = nn.Sequential(nn.SiLU(), nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
 
         self.conv_noisy = nn.Conv2d(3 * p * p, c0, 3, padding=1)
@@ -198,12 +201,15 @@ class UNet(nn.Module):
             context: (B, C, 3, H, W) past frames in [-1, 1] (possibly noise-augmented).
             actions: (B, C) long, the action taken at each context frame (newest last).
             noise_bucket: (B,) long context-noise level index.
-            events: (B, EVENT_DIM) event vector.
+            events: (B, EVENT_DIM) event vector; with `event_onset`, (B, 2 * EVENT_DIM): the
+                vector, then its change since the previous step.
         """
         b = context.shape[0]
         ctx = F.pixel_unshuffle(context.flatten(1, 2), self.cfg.patch_size)
         cond = (self.action_emb(actions + self.action_offsets).sum(1)
-                + self.ctx_noise_emb(noise_bucket) + self.event_proj(events))
+                + self.ctx_noise_emb(noise_bucket) + self.event_proj(events[:, :EVENT_DIM]))
+        if self.onset_proj is not None:
+            cond = cond + self.onset_proj(events[:, EVENT_DIM:])
         return Prepared(context=self.conv_context(ctx), cond=cond.reshape(b, -1))
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, prep: Prepared) -> torch.Tensor:

@@ -11,9 +11,9 @@
 #   (default all three, side by side on the one GPU; one alone gets the whole card).
 # The diffusion models train with the shipped recipe's self-rollout (`model.rollout_steps: 4`)
 #   at batch DIFF_BATCH (default 256) and lr DIFF_LR (default 3e-4). The step alone runs at
-#   ~5,700 samples/s on an H100 (batch 512); fit ran at 2,560 samples/s on an H200 (batch 256),
-#   and its log now says how much of that time it waited for data. 6,174 steps of this recipe
-#   (10 min) made the shipped Breakout model (docs/RESULTS.md).
+#   ~5,700 samples/s on an H100 (batch 512); fit ran at 3,130 samples/s on an H200 (batch 256,
+#   12.2 steps/s, 0% of it waiting for data). docs/RESULTS.md says which run of this recipe
+#   made the shipped Breakout model.
 # BENCH=0: skip the benchmarks at the end.
 # COLLECT_SECS: the most each collection may take (default 900); on the limit it stops cleanly
 #   and training uses what was recorded.

@@ -117,7 +117,8 @@ def score(model_frames: torch.Tensor, real: torch.Tensor, differs: np.ndarray,
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from engine.errors import ArgumentParser  # a mistyped flag: one error line, exit 2
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run directory of an Atari world model")
     p.add_argument("--states", type=int, default=48, help="real game states to branch from (default 48)")
     p.add_argument("--hold", type=int, default=4, help="steps each action is held (default 4)")

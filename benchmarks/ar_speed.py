@@ -41,7 +41,8 @@ def build(args: argparse.Namespace):  # -> NeuralSimulator
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from engine.errors import ArgumentParser  # a mistyped flag: one error line, exit 2
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="run directory (default: an untrained --preset model)")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--threads", type=int, default=1)

@@ -12,7 +12,6 @@ with other jobs the CPU-time figure is the worker's real capacity; wall clock in
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import shutil
@@ -103,7 +102,8 @@ def _measure_star(a: tuple) -> Speed:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from engine.errors import ArgumentParser  # a mistyped flag: one error line, exit 2
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--game", default="breakout")
     p.add_argument("--policy", default="scripted", choices=("scripted", "random"))
     p.add_argument("--steps", type=int, default=3000, help="steps per worker and mode (default 3000)")

@@ -61,7 +61,8 @@ def build(config: dict, device: torch.device, channels_last: bool = True,
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from engine.errors import ArgumentParser  # a mistyped flag: one error line, exit 2
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "assets/configs/breakout-diffusion.yaml"))
     p.add_argument("--preset", default="small")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

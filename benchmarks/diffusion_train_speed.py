@@ -37,7 +37,8 @@ def random_batch(b: int, t: int, r: int, actions: int, device: torch.device) -> 
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from engine.errors import ArgumentParser  # a mistyped flag: one error line, exit 2
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "assets/configs/breakout-diffusion.yaml"))
     p.add_argument("--preset", default="small")
     p.add_argument("--device", default="auto")

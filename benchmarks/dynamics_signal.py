@@ -88,7 +88,8 @@ def model_rollout(sim: Any, frames: list[np.ndarray], actions: list[int], t0: in
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from engine.errors import ArgumentParser  # a mistyped flag: one error line, exit 2
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", metavar="RUN", help="also measure this CarRacing world model")
     p.add_argument("--events", nargs="+", default=["ice", "turbo"], metavar="NAME")
     p.add_argument("--episodes", type=int, default=8)

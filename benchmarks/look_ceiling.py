@@ -87,7 +87,8 @@ def ceiling(frames: np.ndarray, name: str, steps: list[int], draws: int, resolut
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from engine.errors import ArgumentParser  # a mistyped flag: one error line, exit 2
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="a recording directory (its event-free frames are used)")
     p.add_argument("--frames", type=int, default=96)
     p.add_argument("--steps", type=int, nargs="+", default=[4, 8, 12, 16], metavar="T",

@@ -68,7 +68,8 @@ def bench_game(game: str, steps: int) -> None:
 
 def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from engine.errors import ArgumentParser  # a mistyped flag: one error line, exit 2
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=3000, help="steps per game and mode")
     ap.add_argument("--games", nargs="+", default=["breakout", "carracing"])
     args = ap.parse_args()

@@ -96,9 +96,9 @@ def tune(bank: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from engine.errors import ArgumentParser  # a mistyped flag: one error line, exit 2
     from models.text import EVENT_BANK
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=EVENT_BANK, help="bank file to write")
     ap.add_argument("--events", type=Path, default=None, help="events yaml (default assets/events.yaml)")
     ap.add_argument("--encoder", default=None, help="sentence-transformers model dir (default: the package's)")

@@ -62,6 +62,16 @@ def test_closed_stdout_is_not_a_traceback(data: Path) -> None:
         assert proc.returncode == 141
 
 
+def test_every_script_answers_a_mistyped_flag_in_one_line() -> None:
+    """Benchmarks and helper scripts parse their flags like play.py and train.py do."""
+    scripts = sorted(p.relative_to(ROOT) for d in ("benchmarks", "scripts") for p in (ROOT / d).glob("*.py"))
+    assert len(scripts) >= 9
+    for script in scripts:
+        proc = _cli(str(script), "--no-such-flag")
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (script, proc.stderr)
+
+
 def test_unknown_game_is_one_line_without_the_emulator_banner() -> None:
     proc = _cli("play.py", "--game", "breakot", "--real", "--headless", "--max-steps", "2")
     assert proc.returncode == 2

@@ -2,12 +2,16 @@
 """Does a Breakout world model keep the bricks the player broke, and rebuild them when asked?
 
 From real context frames in which some bricks are missing and no event is on, a model rolls
-out `--horizon` steps with the recorded actions twice: with no event vector, and with the
-`rebuild_wall` event on from the first generated step. The figure is the share of the brick
-band (the rows the start frame's wall fills, 64x64) that is dark, at steps 1, 4, 8 and 16:
+out `--horizon` steps with the recorded actions three times: with no event vector, with the
+`rebuild_wall` event starting on the first generated step, and with it already on over the
+context (its onset earlier, so nothing is due now). The figure is the share of the brick band
+(the rows the start frame's wall fills, 64x64) that is dark, at steps 1, 4, 8 and 16:
 
 - **without the event** it should stay near the context's share: the holes persist.
 - **with the event** it should drop to ~0: the wall comes back.
+- **with the event already on** the holes should persist as well: the wall is rebuilt once, at
+  the onset. Only a model that sees the onset (`model.event_onset`) can tell this case from the
+  last; one that sees the vector alone answers both the same.
 
 A model that refills the holes by itself cannot show a prompted rebuild, which is what
 `train.py eval --events` then scores as a rebuilt wall below 0 dB.
@@ -91,10 +95,12 @@ def main() -> int:
     plain = torch.zeros(len(picks), C - 1 + H, EVENT_DIM)
     prompted = plain.clone()
     prompted[:, C - 1:] = torch.from_numpy(run.event_bank["rebuild_wall"])
+    already = plain.clone()
+    already[:] = torch.from_numpy(run.event_bank["rebuild_wall"])  # on over the context too: no onset
     context = hole_share(raw[:, -1].float().mean(1).numpy(), rows)
     result: dict[str, object] = {"checkpoint": args.checkpoint, "windows": len(picks), "context": context}
     print(f"{len(picks)} windows, brick rows {rows[0]}-{rows[-1]}; holes in the last context frame: {context:.3f}")
-    for name, events in (("without", plain), ("with_rebuild_wall", prompted)):
+    for name, events in (("without", plain), ("with_rebuild_wall", prompted), ("already_on", already)):
         with torch.no_grad():
             gen, _, _ = rollout(model, frames, actions, events, H, torch.Generator().manual_seed(0))
         gray = ((gen + 1) * 127.5).mean(2).numpy()  # (B, H, R, R)

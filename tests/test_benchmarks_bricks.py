@@ -27,9 +27,12 @@ def test_brick_memory_measures_holes_with_and_without_the_prompt(tmp_path: Path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert 1 <= result["windows"] <= 2 and result["context"] > 0.03  # windows picked with holes
-    for name in ("without", "with_rebuild_wall"):
+    for name in ("without", "with_rebuild_wall", "already_on"):
         assert set(result[name]) == {"1", "4", "8", "16"}
         assert all(0.0 <= share <= 1.0 for share in result[name].values())
+    # The shipped model sees the onset (model.event_onset): the prompt rebuilds the wall on the
+    # step it starts, and an event already on over the context rebuilds nothing.
+    assert result["with_rebuild_wall"]["1"] < 0.5 * min(result["without"]["1"], result["already_on"]["1"])
 
 
 def test_brick_memory_refuses_other_games_and_missing_data(tmp_path: Path) -> None:

@@ -76,8 +76,8 @@ class DiffusionConfig:
     """Also condition on the change of the event vector since the previous step. An event that
     acts once (the rebuilt wall, the extra life) shows only on its onset step; later steps with
     the same vector must leave the world alone. The vector alone cannot say which step is the
-    onset, so a model without this learns a blur of both: it half-heals the wall while the event
-    is on, or never answers the prompt. The change is nonzero on exactly the onset and end steps."""
+    onset, so a model without this learns one answer for both: it rebuilds the wall on every step
+    the event is on, or never answers the prompt. The change is nonzero on exactly the onset and end steps."""
     unet: UNetConfig = field(default_factory=UNetConfig)
     edm: EDMConfig = field(default_factory=EDMConfig)
     heads: HeadConfig = field(default_factory=HeadConfig)

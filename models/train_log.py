@@ -29,6 +29,8 @@ class TrainLog:
 
     STATUS_EVERY_S = 60.0
     """Seconds between plain status lines (--no-progress, logs, batch jobs)."""
+    SCALARS_EVERY = 10
+    """Steps between TensorBoard scalars (the trainer reads the loss from the device as often)."""
 
     def __init__(self, run_dir: Path, main: bool, status_lines: bool, total_steps: int) -> None:
         self.run_dir, self.main, self.total_steps = run_dir, main, total_steps
@@ -59,8 +61,8 @@ class TrainLog:
             self.writer.add_scalar(key, value, step)
 
     def scalars(self, scalars: dict[str, float], step: int, samples_per_s: float) -> None:
-        """The step's losses etc. under train/ (keys with a '/' as given), every 10th step."""
-        if self.writer is None or step % 10:
+        """The step's losses etc. under train/ (keys with a '/' as given), every SCALARS_EVERY steps."""
+        if self.writer is None or step % self.SCALARS_EVERY:
             return
         for key, value in scalars.items():
             self.writer.add_scalar(key if "/" in key else f"train/{key}", value, step)

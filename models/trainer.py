@@ -31,7 +31,7 @@ from models.train_log import TrainLog
 from models.train_runtime import EMA, LossModule, StopFlag, init_distributed, rng_state
 from models.windows import RawBatch, WindowSampler, heldout_batches
 
-READ_EVERY = 10
+READ_EVERY = TrainLog.SCALARS_EVERY
 """Steps between reads of the loss and gradient norm from the device (bar, scalars, checks)."""
 
 

@@ -128,8 +128,7 @@ class Dataset:
         kept = 0
         for start, end, path in info.chunks:
             try:
-                with np.load(path, allow_pickle=False) as npz:
-                    got = {f: npz[f] for f in fields if f in npz.files or f != "audio"}
+                got = _read_chunk(path, fields)
                 for f, arr in got.items():
                     if arr.shape[0] != end - start:
                         raise ValueError(f"{f} holds {arr.shape[0]} steps, expected {end - start}")
@@ -193,6 +192,28 @@ class Dataset:
 
     def __iter__(self) -> Iterator[Episode]:
         return (self.load(i) for i in range(len(self)))
+
+
+def _read_chunk(path: Path, fields: tuple[str, ...], tries: int = 3) -> dict[str, np.ndarray]:
+    """The chosen arrays of one chunk file (audio only where recorded).
+
+    numpy parses each .npy header with ast.literal_eval, and CPython 3.11 (seen on 3.11.7) can
+    raise a spurious "AST constructor recursion depth mismatch" SystemError from it when several
+    threads parse at once (cpython gh-106905), as models/data.py's loader threads do. That says
+    nothing about the file, so the chunk is read again instead of being dropped as unreadable.
+    """
+    for _ in range(tries - 1):
+        try:
+            return _load_fields(path, fields)
+        except SystemError as err:
+            if "recursion depth mismatch" not in str(err):
+                raise
+    return _load_fields(path, fields)
+
+
+def _load_fields(path: Path, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {f: npz[f] for f in fields if f in npz.files or f != "audio"}
 
 
 def _empty(name: str, meta: dict[str, Any]) -> np.ndarray:

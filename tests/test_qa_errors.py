@@ -94,6 +94,28 @@ def test_damaged_chunk_warns_once_in_one_line(tmp_path: Path, data: Path) -> Non
     assert f"steps     {15 + STEPS} " in proc.stdout  # the rest is read
 
 
+def test_a_spurious_ast_error_while_threads_read_drops_no_chunk(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPython 3.11 can raise "AST constructor recursion depth mismatch" from the .npy header parse
+    when loader threads read at once: the chunk is read again, not dropped with a warning."""
+    import engine.dataset as dataset_mod
+
+    real, calls = dataset_mod._load_fields, []
+
+    def flaky(path: Path, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
+        calls.append(path)
+        if len(calls) == 1:
+            raise SystemError("AST constructor recursion depth mismatch (before=42, after=44)")
+        return real(path, fields)
+
+    monkeypatch.setattr(dataset_mod, "_load_fields", flaky)
+    ds = open_dataset(data)
+    steps = ds.episodes[0].num_steps
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "skipping unreadable chunk"
+        cols = ds.read(0, ("actions",))
+    assert len(cols["actions"]) == steps == ds.episodes[0].num_steps and calls[0] == calls[1]
+
+
 @pytest.mark.parametrize("content, words", [
     (b"PK\x03\x04 truncated download", "not a readable npz file (BadZipFile"),
     (b"plain text", "not a readable npz file (not an npz archive)"),

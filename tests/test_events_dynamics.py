@@ -121,5 +121,23 @@ def test_dynamics_signal_benchmark_replays_exactly_and_sees_ice(tmp_path: Path) 
     assert len(real) == 4 and real[3] < real[0] and real[3] < 60, real
     bad = subprocess.run([sys.executable, str(script), "--events", "rain"], capture_output=True, text=True,
                          timeout=60)
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
-        "error: 'rain' is not a CarRacing physics event")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
+        "error: 'rain' is not a dynamics event (known: ice, turbo, extra_life")
+    mixed = subprocess.run([sys.executable, str(script), "--events", "ice", "extra_life"], capture_output=True,
+                           text=True, timeout=60)
+    assert mixed.returncode == 2 and "of one game" in mixed.stderr
+
+
+def test_dynamics_signal_benchmark_replays_breakout_with_an_extra_life(tmp_path: Path) -> None:
+    """The same counterfactuals on the Atari emulator: the extra life changes only the life
+    counter, a few pixels, from its onset on."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "dynamics_signal.py"
+    out = tmp_path / "signal.json"
+    proc = subprocess.run([sys.executable, str(script), "--events", "extra_life", "--episodes", "1",
+                           "--onsets", "30", "--horizon", "3", "--json", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    real = result["extra_life"]["real"]
+    assert result["game"] == "breakout" and len(real) == 3
+    assert all(30 < x < 60 for x in real), real  # a change, and a small one

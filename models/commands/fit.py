@@ -27,7 +27,7 @@ examples:
   python train.py fit --config runs/bk --data data/breakout --out runs/bk --resume   # same settings as last time
   python train.py fit ... --set train.lr=1e-4 --set model.unet.cond_dim=64
   # go on training the shipped model on your own recordings, with the recipe it was trained with:
-  python train.py fit --config checkpoints/breakout-diffusion --init checkpoints/breakout-diffusion \
+  python train.py fit --config checkpoints/breakout-diffusion --init checkpoints/breakout-diffusion \\
       --data data/mine --out runs/mine"""
 
 

@@ -85,6 +85,10 @@ class TrainConfig:
     """Optimizer steps of each stage."""
     save_dtype: str = "float32"
     """Storage of the playable weights: float32, or bfloat16 to halve shipped files."""
+    trainable: tuple[str, ...] = ()
+    """Names (or name prefixes) of the parameters to train, e.g. [unet.event_proj] to
+    fit only how event vectors enter a model; every other weight stays frozen. Empty: all. For
+    small fine-tunes of a shipped model: few weights move, so the rest of what it draws cannot."""
     channels_last: bool = False
     """Train with NHWC conv weights on CUDA (benchmarks/diffusion_train_speed.py --channels-last
     says whether it pays on a card); ignored on the CPU. Saved weights are the same either way."""
@@ -127,6 +131,21 @@ class TrainConfig:
     @property
     def total_steps(self) -> int:
         return sum(n for _, n in self.plan)
+
+
+def freeze_except(model: nn.Module, names: tuple[str, ...]) -> None:
+    """Leave `requires_grad` on only for the parameters whose name is in `names` or starts with
+    one of them followed by a dot (train.trainable); a name that matches nothing is an error."""
+    params = dict(model.named_parameters())
+    for want in names:
+        if not any(n == want or n.startswith(want + ".") for n in params):
+            modules = sorted({n.rsplit(".", 1)[0] for n in params})
+            like = [m for m in modules if want.rsplit(".", 1)[-1] in m] or modules
+            raise ConfigError(f"train.trainable names {want!r}, which is no parameter of this model; "
+                              f"e.g. {', '.join(like[:6])}")
+    for n, p in params.items():
+        # `and`: a stage (models.ar_world set_stage) may have frozen some already.
+        p.requires_grad_(p.requires_grad and any(n == w or n.startswith(w + ".") for w in names))
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -289,6 +308,8 @@ class Trainer:
                 raise UserError(f"train.stages is set but the {self.config.get('family')} family has no stages")
             set_stage(name)
             bar.set_description(f"fit [{name}]")
+        if cfg.trainable:
+            freeze_except(self.model, cfg.trainable)
         optimizer = make_optimizer(self.model, cfg, device)
         saved = self._resume_optimizer
         if saved is not None and self.stage_step > 0:

@@ -438,6 +438,25 @@ def test_a_run_is_a_config_for_fine_tuning_with_its_recipe(trained: Path, data: 
     assert "has no presets" in capsys.readouterr().err
 
 
+def test_trainable_fine_tunes_only_the_named_weights(trained: Path, data: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # train.trainable freezes every other weight: only how event vectors enter the U-Net moves.
+    out = tmp_path / "events-only"
+    assert train.main(["fit", "--config", str(trained), "--init", str(trained), "--data", str(data),
+                       "--out", str(out), "--steps", "4", "--device", "cpu", "--no-progress",
+                       "--set", "train.trainable=[unet.event_proj]", "--set", "train.ema_decay=0",
+                       "--set", "train.event_dropout=0", "--set", "train.lr=1e-2"]) == 0
+    before, after = load_file(str(trained / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    moved = sorted(k for k in after if not torch.equal(after[k], before[k]))
+    assert moved and all("event_proj" in k for k in moved), moved
+    capsys.readouterr()
+    assert train.main(["fit", "--config", str(trained), "--init", str(trained), "--data", str(data),
+                       "--out", str(tmp_path / "typo"), "--steps", "2", "--device", "cpu", "--no-progress",
+                       "--set", "train.trainable=[unet.event_projection]"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'unet.event_projection', which is no parameter" in err[0] and "unet.event_proj" in err[0]
+
+
 def test_no_progress_prints_status_lines(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the bar, a long run's log still says how far it is (one line a minute; here every step)."""

@@ -28,7 +28,10 @@ examples:
   python train.py fit ... --set train.lr=1e-4 --set model.unet.cond_dim=64
   # go on training the shipped model on your own recordings, with the recipe it was trained with:
   python train.py fit --config checkpoints/breakout-diffusion --init checkpoints/breakout-diffusion \\
-      --data data/mine --out runs/mine"""
+      --data data/mine --out runs/mine
+  # ...or only how event prompts enter it (every other weight frozen; diffusion family):
+  python train.py fit --config checkpoints/breakout-diffusion --init checkpoints/breakout-diffusion \\
+      --data data/mine --out runs/mine --set 'train.trainable=[unet.event_proj]'"""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -26,12 +26,14 @@ examples:
   python train.py fit --config assets/configs/breakout-diffusion.yaml --data data/breakout --out runs/bk --resume
   python train.py fit --config runs/bk --data data/breakout --out runs/bk --resume   # same settings as last time
   python train.py fit ... --set train.lr=1e-4 --set model.unet.cond_dim=64
-  # go on training the shipped model on your own recordings, with the recipe it was trained with:
+  # go on training the shipped model on your own recordings, all its weights, the file's recipe:
+  python train.py fit --config assets/configs/breakout-diffusion.yaml --init checkpoints/breakout-diffusion \\
+      --data data/mine --out runs/mine
+  # ...or with the recipe of its last training stage, as its config.yaml records it:
   python train.py fit --config checkpoints/breakout-diffusion --init checkpoints/breakout-diffusion \\
       --data data/mine --out runs/mine
   # ...or only how event prompts enter it (every other weight frozen; diffusion family):
-  python train.py fit --config checkpoints/breakout-diffusion --init checkpoints/breakout-diffusion \\
-      --data data/mine --out runs/mine --set 'train.trainable=[unet.event_proj]'"""
+  python train.py fit ... --set 'train.trainable=[unet.event_proj]'"""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

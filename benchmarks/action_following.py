@@ -117,7 +117,7 @@ def score(model_frames: torch.Tensor, real: torch.Tensor, differs: np.ndarray,
 
 
 def main() -> int:
-    from engine.errors import ArgumentParser  # a mistyped flag: one error line, exit 2
+    from engine.errors import ArgumentParser, UserError  # a mistyped flag: one error line, exit 2
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run directory of an Atari world model")
     p.add_argument("--states", type=int, default=48, help="real game states to branch from (default 48)")
@@ -127,7 +127,6 @@ def main() -> int:
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args()
 
-    from engine.errors import UserError
     from models.checkpoint import load_run
 
     try:

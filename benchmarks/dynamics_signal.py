@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.autopilot import make_policy  # noqa: E402
-from engine.errors import UserError, run_command  # noqa: E402
+from engine.errors import ArgumentParser, UserError, run_command  # noqa: E402
 from engine.events import EventLayer, load_catalog  # noqa: E402
 from engine.files import write_atomic  # noqa: E402
 from engine.games import make_simulator  # noqa: E402
@@ -101,7 +101,6 @@ def model_rollout(sim: Any, frames: list[np.ndarray], actions: list[int], t0: in
 
 
 def main() -> int:
-    from engine.errors import ArgumentParser  # a mistyped flag: one error line, exit 2
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", metavar="RUN", help="also measure this world model of the events' game")
     p.add_argument("--events", nargs="+", default=["ice", "turbo"], metavar="NAME",

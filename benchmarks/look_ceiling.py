@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.dataset import open_dataset  # noqa: E402
-from engine.errors import UserError, run_command  # noqa: E402
+from engine.errors import ArgumentParser, UserError, run_command  # noqa: E402
 from engine.looks import LOOKS  # noqa: E402
 from models.data import resize_frames  # noqa: E402
 
@@ -87,7 +87,6 @@ def ceiling(frames: np.ndarray, name: str, steps: list[int], draws: int, resolut
 
 
 def main() -> int:
-    from engine.errors import ArgumentParser  # a mistyped flag: one error line, exit 2
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="a recording directory (its event-free frames are used)")
     p.add_argument("--frames", type=int, default=96)

@@ -1,5 +1,6 @@
 """Process-level parts of training, apart from the loop: torchrun/DDP membership, the module DDP
-wraps, EMA weights, the Ctrl+C stop flag and RNG snapshots for bit-exact resume."""
+wraps, EMA weights, which parameters train, the Ctrl+C stop flag and RNG snapshots for bit-exact
+resume."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from models.config import ConfigError
 
 
 @dataclass
@@ -116,3 +119,21 @@ def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
+
+
+def freeze_except(model: nn.Module, names: tuple[str, ...]) -> None:
+    """Leave `requires_grad` on only for the parameters whose name is in `names` or starts with
+    one of them followed by a dot (train.trainable); a name that matches nothing is an error."""
+    def under(name: str, want: str) -> bool:
+        return name == want or name.startswith(want + ".")
+
+    params = dict(model.named_parameters())
+    for want in names:
+        if not any(under(n, want) for n in params):
+            modules = sorted({n.rsplit(".", 1)[0] for n in params})
+            like = [m for m in modules if want.rsplit(".", 1)[-1] in m] or modules
+            raise ConfigError(f"train.trainable names {want!r}, which is no parameter of this model; "
+                              f"e.g. {', '.join(like[:6])}")
+    for n, p in params.items():
+        # `and`: a stage (models.ar_world set_stage) may have frozen some already.
+        p.requires_grad_(p.requires_grad and any(under(n, w) for w in names))

@@ -28,7 +28,7 @@ from models.config import ConfigError, from_dict
 from models.data import Recordings
 from models.neural_sim import tune_cuda_backends
 from models.train_log import TrainLog
-from models.train_runtime import EMA, LossModule, StopFlag, init_distributed, rng_state
+from models.train_runtime import EMA, LossModule, StopFlag, freeze_except, init_distributed, rng_state
 from models.windows import RawBatch, WindowSampler, heldout_batches
 
 READ_EVERY = TrainLog.SCALARS_EVERY
@@ -131,24 +131,6 @@ class TrainConfig:
     @property
     def total_steps(self) -> int:
         return sum(n for _, n in self.plan)
-
-
-def freeze_except(model: nn.Module, names: tuple[str, ...]) -> None:
-    """Leave `requires_grad` on only for the parameters whose name is in `names` or starts with
-    one of them followed by a dot (train.trainable); a name that matches nothing is an error."""
-    def under(name: str, want: str) -> bool:
-        return name == want or name.startswith(want + ".")
-
-    params = dict(model.named_parameters())
-    for want in names:
-        if not any(under(n, want) for n in params):
-            modules = sorted({n.rsplit(".", 1)[0] for n in params})
-            like = [m for m in modules if want.rsplit(".", 1)[-1] in m] or modules
-            raise ConfigError(f"train.trainable names {want!r}, which is no parameter of this model; "
-                              f"e.g. {', '.join(like[:6])}")
-    for n, p in params.items():
-        # `and`: a stage (models.ar_world set_stage) may have frozen some already.
-        p.requires_grad_(p.requires_grad and any(under(n, w) for w in names))
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:

@@ -103,7 +103,10 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
             if not isinstance(child, dict):
                 raise ConfigError(f"unknown config section '{part}' in --set {key}")
             node = child
-        if parts[-1] not in node and len(parts) > 1:
+        # A run saved before a setting existed lacks its key; the model and train sections are
+        # checked field by field when built (`from_dict`), which still names a misspelt key.
+        settable = parts[0] in ("model", "train") and len(parts) > 1
+        if parts[-1] not in node and len(parts) > 1 and not settable:
             close = difflib.get_close_matches(parts[-1], list(node), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown config key '{key}'{hint}")

@@ -264,6 +264,30 @@ def test_motion_weighted_loss_differs_and_backpropagates(breakout: tuple[torch.T
                for p in weighted.parameters() if p.requires_grad and p.grad is not None)
 
 
+def test_high_sigma_fraction_trains_that_share_at_the_play_level(
+        breakout: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+    """model.edm.high_sigma_fraction: that share of a batch is noised at high_sigma, the rest
+    log-normally; out-of-range shares are refused with the key named."""
+    from models.diffusion.edm import EDMConfig, EDMLoss
+
+    model = tiny_model()
+    frames, actions, _ = breakout
+    t = model.train_window
+    context, acts = frames[None, :t].expand(64, -1, -1, -1, -1), actions[None, :t].expand(64, -1)
+    prep = model.unet.prepare(context, acts, torch.zeros(64, dtype=torch.long),
+                              model.event_input(torch.zeros(64, EVENT_DIM), torch.zeros(64, EVENT_DIM)))
+    seen: list[torch.Tensor] = []
+    hook = model.denoiser.net.register_forward_hook(lambda _m, args, _o: seen.append(args[1]))
+    for fraction in (0.0, 0.5, 1.0):
+        torch.manual_seed(0)
+        EDMLoss(EDMConfig(high_sigma_fraction=fraction, high_sigma=5.0))(model.denoiser, frames[t:t + 1].expand(64, -1, -1, -1), prep)
+    hook.remove()
+    at_high = [float((c_noise == torch.tensor(5.0).log() / 4).float().mean()) for c_noise in seen]
+    assert at_high[0] == 0.0 and 0.25 < at_high[1] < 0.75 and at_high[2] == 1.0
+    with pytest.raises(ConfigError, match="high_sigma_fraction"):
+        EDMConfig(high_sigma_fraction=1.5)
+
+
 def test_reward_class_weights_scale_the_rare_class(breakout: tuple[torch.Tensor, ...]) -> None:
     """A scoring step counts reward_class_weights[2] times in the reward loss (Breakout: 8)."""
     frames, actions, _ = breakout

@@ -145,6 +145,20 @@ def test_config_typos_name_the_key(data: Path, tmp_path: Path, capsys: pytest.Ca
     assert words in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_run_saved_before_a_setting_existed_can_be_given_it(trained: Path, data: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A run's config.yaml holds the keys its config file named, so a setting added since (or
+    left at its default) is absent: `--config RUN --set` can still set it, and a misspelt key is
+    still named."""
+    assert "high_sigma_fraction" not in (trained / "config.yaml").read_text()
+    run = ["fit", "--config", str(trained), "--data", str(data), "--steps", "1", "--no-progress", "--device", "cpu"]
+    assert train.main([*run, "--out", str(tmp_path / "r"), "--set", "model.edm.high_sigma_fraction=0.25"]) == 0
+    assert load_run(tmp_path / "r").config["model"]["edm"]["high_sigma_fraction"] == 0.25
+    assert train.main([*run, "--out", str(tmp_path / "s"), "--set", "model.edm.high_sigma_fractoin=0.25"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: unknown config key 'model.edm.high_sigma_fractoin' (did you mean 'high_sigma_fraction'?)"
+
+
 def test_dataset_too_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     small = record(tmp_path / "small", episodes=2, steps=3)
     assert fit(small, tmp_path / "r", "--steps", "1") == 2

@@ -1,0 +1,163 @@
+#!/usr/bin/env python
+"""Does a Breakout world model draw the ball where it is?
+
+The ball is 2x4 pixels of a 210x160 frame: at 64x64 it is one or two pixels at about 40% of its
+colour. PSNR hardly notices it, so this counts it directly. From real, event-free context
+windows in which the ball is in flight (between the wall and the paddle for every step
+measured), the benchmark reports:
+
+1. **From real context, by noise level**: the denoiser's estimate D(target + sigma * noise;
+   sigma) of the next frame. At low sigma the ball shows through the noise and can be copied;
+   at the `fast` sampler's sigma_max (5) it must be predicted from the context frames alone.
+   A model that has learned the ball's motion draws it at every level; one that has not draws
+   it only at the low ones.
+2. **Open-loop rollouts, by sampler preset**: the share of windows where the generated frame
+   holds the ball at the real ball's pixel (within one pixel) at each step, with the recorded
+   actions; and the share where it draws a ball anywhere in the band.
+
+"Drawn" means the red channel there reaches half the real ball's peak.
+
+examples:
+  python benchmarks/ball_tracking.py --checkpoint checkpoints/breakout-diffusion --data data/breakout_eval
+  python benchmarks/ball_tracking.py --checkpoint RUN --data DIR --horizon 4 --json ball.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.dataset import open_dataset  # noqa: E402
+from engine.errors import ArgumentParser, UserError, run_command  # noqa: E402
+from models.checkpoint import load_run  # noqa: E402
+from models.data import Recordings  # noqa: E402
+from models.metrics import rollout  # noqa: E402
+from models.world import EVENT_DIM  # noqa: E402
+
+SIGMAS = (0.1, 0.3, 0.7, 1.5, 5.0)
+PRESENT = 60  # red level (0-255) above which a band pixel holds the ball at 64x64 (its peak: ~90)
+PADDLE_TOP = 189 / 210  # the paddle's first row as a share of the Atari frame's height
+WALL = 4  # side-wall columns left out at 64x64 (8 of 160 in the Atari frame)
+
+
+def ball_band(frames: np.ndarray) -> tuple[int, int]:
+    """The rows between the brick wall and the paddle, from (T, 3, R, R) uint8 frames."""
+    r = frames.shape[-1]
+    gray = frames[0].astype(np.float32).mean(0)
+    profile = gray[:, r // 6: -r // 6].mean(1)
+    bricks = [y for y in range(r // 6, r // 2) if profile[y] > 40]
+    if not bricks:
+        raise UserError("the first frame shows no brick wall: is this Breakout at the start of a game?")
+    return bricks[-1] + 2, int(r * PADDLE_TOP) - 1
+
+
+def locate(frames: torch.Tensor, band: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Brightest red pixel of the band in (..., 3, R, R) frames (0-255): its value, row and column."""
+    red = frames[..., 0, band[0]: band[1], WALL:-WALL]
+    width = red.shape[-1]
+    value, index = red.reshape(*red.shape[:-2], -1).max(-1)
+    return value, index // width + band[0], index % width + WALL
+
+
+def at_spot(frames: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Brightest red within one pixel of (rows, cols) in (N, 3, R, R) frames (0-255); (N,)."""
+    padded = torch.nn.functional.pad(frames[:, 0], (1, 1, 1, 1))  # (N, R+2, R+2)
+    near = torch.stack([padded[torch.arange(len(rows)), rows + dy, cols + dx]
+                        for dy in range(3) for dx in range(3)], 1)
+    return near.amax(1)
+
+
+def main() -> int:
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, metavar="RUN", help="a Breakout diffusion model run directory")
+    p.add_argument("--data", required=True, metavar="DIR", help="held-out Breakout recordings")
+    p.add_argument("--windows", type=int, default=48, help="context windows (default 48)")
+    p.add_argument("--horizon", type=int, default=8, help="open-loop steps (default 8)")
+    p.add_argument("--json", metavar="FILE")
+    args = p.parse_args()
+    if args.windows < 1 or args.horizon < 1:
+        raise UserError("--windows and --horizon must be >= 1")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise UserError(f"--json {args.json}: no such directory")
+    run = load_run(args.checkpoint)
+    if run.spec.name != "breakout":
+        raise UserError(f"{args.checkpoint} is a {run.spec.name} model; this measures Breakout's ball")
+    model, C, H = run.model, int(run.model.context_frames), args.horizon  # type: ignore[arg-type]
+    if not hasattr(model, "denoiser"):
+        raise UserError(f"{args.checkpoint} is not a diffusion model; this probes a denoiser")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        recs = Recordings(open_dataset(args.data), int(model.resolution), sorted(run.event_bank),  # type: ignore[arg-type]
+                          progress=False)
+    if recs.spec.name != "breakout":
+        raise UserError(f"{args.data} holds {recs.spec.name}, not Breakout")
+    band = ball_band(np.asarray(recs.episodes[0].frames[:1]))
+    picks: list[tuple[int, int]] = []
+    for e, ep in enumerate(recs.episodes):
+        for s in range(0, ep.num_steps - C - H, 2):
+            if np.asarray(ep.events[s: s + C + H]).any():
+                continue
+            seen, _, _ = locate(torch.from_numpy(np.array(ep.frames[s: s + C + H])).float(), band)
+            if bool((seen > PRESENT).all()):
+                picks.append((e, s))
+    if not picks:
+        raise UserError(f"no event-free window of {args.data} keeps the ball in flight for {C + H} steps")
+    picks = picks[:: max(1, len(picks) // args.windows)][: args.windows]
+    eps = recs.episodes
+    raw = torch.stack([torch.from_numpy(np.array(eps[e].frames[s: s + C + H])) for e, s in picks]).float()
+    actions = torch.stack([torch.from_numpy(np.asarray(eps[e].actions[s: s + C - 1 + H])) for e, s in picks]).long()
+    context, B = raw[:, :C] / 127.5 - 1, len(picks)  # (B, C, 3, R, R) in [-1, 1]
+    peak, rows, cols = locate(raw[:, C:], band)  # (B, H) each: the real ball at every step
+    result: dict[str, object] = {"checkpoint": args.checkpoint, "windows": B, "band_rows": list(band),
+                                 "real_peak": float(peak.mean())}
+    print(f"{B} windows with the ball in flight (rows {band[0]}-{band[1] - 1}); real ball peak red {peak.mean():.0f}")
+
+    # 1. One step from real context, by noise level: copied through the noise, or predicted?
+    gen = torch.Generator().manual_seed(0)
+    target = raw[:, C] / 127.5 - 1
+    noise = torch.randn(target.shape, generator=gen)
+    quiet = torch.zeros(B, EVENT_DIM)
+    with torch.no_grad():
+        prep = model.unet.prepare(context, actions[:, :C], torch.zeros(B, dtype=torch.long),  # type: ignore[union-attr, operator]
+                                  model.event_input(quiet, quiet))  # type: ignore[operator]
+        by_sigma = {}
+        for sigma in SIGMAS:
+            out = model.denoiser(target + sigma * noise, torch.full((B,), sigma), prep)  # type: ignore[operator]
+            drawn = at_spot((out + 1) * 127.5, rows[:, 0], cols[:, 0]) > peak[:, 0] / 2
+            by_sigma[str(sigma)] = float(drawn.float().mean())
+    result["one_step_by_sigma"] = by_sigma
+    print("one step from real context, ball drawn at its spot, by sigma: "
+          + "  ".join(f"{s}: {v:.2f}" for s, v in by_sigma.items()))
+
+    # 2. Open-loop rollouts with the recorded actions, per sampler preset.
+    events = torch.zeros(B, C - 1 + H, EVENT_DIM)
+    for name in model.sampler_presets:  # type: ignore[union-attr]
+        model.set_sampler(name)  # type: ignore[operator]
+        with torch.no_grad():
+            frames, _, _ = rollout(model, context, actions, events, H, torch.Generator().manual_seed(0))
+        frames = (frames + 1) * 127.5  # (B, H, 3, R, R)
+        spot = torch.stack([at_spot(frames[:, t], rows[:, t], cols[:, t]) for t in range(H)], 1)
+        anywhere, _, _ = locate(frames, band)
+        hit = (spot > peak / 2).float().mean(0)
+        drawn = (anywhere > peak / 2).float().mean(0)
+        result[name] = {"at_ball": [round(float(v), 3) for v in hit],
+                        "anywhere": [round(float(v), 3) for v in drawn]}
+        print(f"  {name:<9} ball at the real spot, steps 1-{H}: " + " ".join(f"{v:.2f}" for v in hit)
+              + "   a ball anywhere: " + " ".join(f"{v:.2f}" for v in drawn))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))

@@ -1,0 +1,44 @@
+"""benchmarks/ball_tracking.py: the shipped Breakout model on freshly recorded real play."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import train
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = str(ROOT / "benchmarks" / "ball_tracking.py")
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, BENCH, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_ball_tracking_finds_the_ball_and_scores_each_sampler(tmp_path: Path) -> None:
+    data = tmp_path / "bk"
+    assert train.main(["collect", "--game", "breakout", "--policy", "scripted", "--episodes", "1",
+                       "--max-steps", "300", "--no-audio", "--out", str(data)]) == 0
+    out = tmp_path / "ball.json"
+    proc = run("--checkpoint", str(ROOT / "checkpoints" / "breakout-diffusion"), "--data", str(data),
+               "--windows", "3", "--horizon", "2", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert 1 <= result["windows"] <= 3 and 70 < result["real_peak"] < 200  # the ball, not a brick
+    top, bottom = result["band_rows"]
+    assert 20 < top < bottom < 60
+    # Through little noise any denoiser shows the ball where it is: the probe finds the right pixel.
+    assert result["one_step_by_sigma"]["0.1"] == 1.0
+    assert all(0.0 <= v <= 1.0 for v in result["one_step_by_sigma"].values())
+    for name in ("fast", "balanced", "quality"):
+        assert len(result[name]["at_ball"]) == 2 and len(result[name]["anywhere"]) == 2
+        assert all(a <= 1.0 for a in result[name]["at_ball"])
+
+
+def test_ball_tracking_refuses_other_games(tmp_path: Path) -> None:
+    proc = run("--checkpoint", str(ROOT / "checkpoints" / "carracing-diffusion"), "--data", str(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: " + str(ROOT / "checkpoints" / "carracing-diffusion") + " is a carracing model; "
+        "this measures Breakout's ball"]

@@ -14,6 +14,11 @@
 #   ~5,700 samples/s on an H100 (batch 512); fit ran at 3,130 samples/s on an H200 (batch 256,
 #   12.2 steps/s, 0% of it waiting for data). docs/RESULTS.md says which run of this recipe
 #   made the shipped Breakout model.
+# BK_SET: more `--set key=value` overrides for the Breakout diffusion model, e.g.
+#   BK_SET="--set model.edm.high_sigma_fraction=0.5" trains half of each batch at the one-step
+#   sampler's noise level, where the ball must be predicted rather than seen through the noise
+#   (docs/RESULTS.md, "Why the Breakout model does not draw the ball"). AR_SET does the same for
+#   the autoregressive model.
 # BENCH=0: skip the benchmarks at the end.
 # COLLECT_SECS: the most each collection may take (default 900); on the limit it stops cleanly
 #   and training uses what was recorded.
@@ -107,7 +112,7 @@ else
   BK_FOCUS=${BK_FOCUS:-'{"rebuild_wall":3,"extra_life":3,"sunset":2}'}
   for run in $MODELS; do
     case $run in
-      breakout-diffusion) fit $run assets/configs/$run.yaml "$DATA/breakout" "$DIFF --set train.event_focus=$BK_FOCUS" & ;;
+      breakout-diffusion) fit $run assets/configs/$run.yaml "$DATA/breakout" "$DIFF --set train.event_focus=$BK_FOCUS ${BK_SET:-}" & ;;
       carracing-diffusion) fit $run assets/configs/$run.yaml "$DATA/carracing" "$DIFF" & ;;
       breakout-autoregressive) fit $run assets/configs/$run.yaml "$DATA/breakout" "--set preset=$PRESET ${AR_SET:-}" & ;;
       *) echo "unknown model $run" >&2 ;;

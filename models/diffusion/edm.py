@@ -37,8 +37,9 @@ class EDMConfig:
     """Share of each batch trained at `high_sigma` instead of the log-normal draw. At the
     log-normal's usual levels (median 0.67) a small object still shows through the noise, so
     the network can copy it from the noisy target; only near a one-step sampler's sigma_max
-    must it predict the object from the context. With p_mean -0.4 and p_std 1.2 about 5% of
-    draws land above sigma 3, too few to learn Breakout's one-pixel ball."""
+    must it predict the object from the context. With p_mean -0.4 and p_std 1.2, 11% of draws
+    land above sigma 3 and 5% above 5: too small a share of each update to teach Breakout's
+    one-pixel ball (docs/RESULTS.md)."""
     high_sigma: float = 5.0
     """The level those samples are trained at: the `fast` sampler's sigma_max."""
 

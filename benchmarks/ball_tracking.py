@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +35,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.dataset import open_dataset  # noqa: E402
+from benchmarks.breakout_probe import brick_rows, open_breakout  # noqa: E402
 from engine.errors import ArgumentParser, UserError, run_command  # noqa: E402
-from models.checkpoint import load_run  # noqa: E402
-from models.data import Recordings  # noqa: E402
+from engine.files import write_atomic  # noqa: E402
 from models.metrics import rollout  # noqa: E402
 from models.world import EVENT_DIM  # noqa: E402
 
@@ -49,12 +47,10 @@ PADDLE_TOP = 189 / 210  # the paddle's first row as a share of the Atari frame's
 WALL = 4  # side-wall columns left out at 64x64 (8 of 160 in the Atari frame)
 
 
-def ball_band(frames: np.ndarray) -> tuple[int, int]:
-    """The rows between the brick wall and the paddle, from (T, 3, R, R) uint8 frames."""
-    r = frames.shape[-1]
-    gray = frames[0].astype(np.float32).mean(0)
-    profile = gray[:, r // 6: -r // 6].mean(1)
-    bricks = [y for y in range(r // 6, r // 2) if profile[y] > 40]
+def ball_band(frame: np.ndarray) -> tuple[int, int]:
+    """The rows between the brick wall and the paddle, from a (3, R, R) uint8 frame."""
+    r = frame.shape[-1]
+    bricks = brick_rows(frame)
     if not bricks:
         raise UserError("the first frame shows no brick wall: is this Breakout at the start of a game?")
     return bricks[-1] + 2, int(r * PADDLE_TOP) - 1
@@ -89,19 +85,11 @@ def main() -> int:
         raise UserError("--windows and --horizon must be >= 1")
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise UserError(f"--json {args.json}: no such directory")
-    run = load_run(args.checkpoint)
-    if run.spec.name != "breakout":
-        raise UserError(f"{args.checkpoint} is a {run.spec.name} model; this measures Breakout's ball")
-    model, C, H = run.model, int(run.model.context_frames), args.horizon  # type: ignore[arg-type]
+    run, recs = open_breakout(args.checkpoint, args.data, "Breakout's ball")
+    model, C, H = run.model, int(run.model.context_frames), args.horizon
     if not hasattr(model, "denoiser"):
         raise UserError(f"{args.checkpoint} is not a diffusion model; this probes a denoiser")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        recs = Recordings(open_dataset(args.data), int(model.resolution), sorted(run.event_bank),  # type: ignore[arg-type]
-                          progress=False)
-    if recs.spec.name != "breakout":
-        raise UserError(f"{args.data} holds {recs.spec.name}, not Breakout")
-    band = ball_band(np.asarray(recs.episodes[0].frames[:1]))
+    band = ball_band(recs.episodes[0].frames[0])
     picks: list[tuple[int, int]] = []
     for e, ep in enumerate(recs.episodes):
         for s in range(0, ep.num_steps - C - H, 2):
@@ -157,7 +145,7 @@ def main() -> int:
         print(f"  {name:<9} ball at the real spot, steps 1-{H}: " + " ".join(f"{v:.2f}" for v in hit)
               + "   a ball anywhere: " + " ".join(f"{v:.2f}" for v in drawn))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        write_atomic(Path(args.json), (json.dumps(result, indent=1) + "\n").encode(), durable=False)
         print(f"wrote {args.json}")
     return 0
 

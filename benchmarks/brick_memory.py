@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.dataset import open_dataset  # noqa: E402
+from benchmarks.breakout_probe import brick_rows, open_breakout  # noqa: E402
 from engine.errors import ArgumentParser, UserError, run_command  # noqa: E402
-from models.checkpoint import load_run  # noqa: E402
-from models.data import Recordings  # noqa: E402
 from models.metrics import rollout  # noqa: E402
 from models.world import EVENT_DIM  # noqa: E402
 
@@ -62,23 +59,11 @@ def main() -> int:
         raise UserError(f"--windows must be >= 1 and --horizon >= {max(STEPS)}")
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise UserError(f"--json {args.json}: no such directory")
-    run = load_run(args.checkpoint)
-    if run.spec.name != "breakout":
-        raise UserError(f"{args.checkpoint} is a {run.spec.name} model; this measures Breakout's bricks")
+    run, recs = open_breakout(args.checkpoint, args.data, "Breakout's bricks")
     if "rebuild_wall" not in run.event_bank:
         raise UserError(f"{args.checkpoint} was not trained with the rebuild_wall event")
-    model, C, H = run.model, int(run.model.context_frames), args.horizon  # type: ignore[arg-type]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        recs = Recordings(open_dataset(args.data), int(model.resolution), sorted(run.event_bank),  # type: ignore[arg-type]
-                          progress=False)
-    if recs.spec.name != "breakout":
-        raise UserError(f"{args.data} holds {recs.spec.name}, not Breakout")
-    # The brick band: the rows of the first frame where the wall is bright across the middle.
-    first = np.asarray(recs.episodes[0].frames[0], np.float32).mean(0)  # (R, R)
-    R = first.shape[0]
-    profile = first[:, R // 6: -R // 6].mean(1)
-    rows = [r for r in range(R // 6, R // 2) if profile[r] > 40]
+    model, C, H = run.model, int(run.model.context_frames), args.horizon
+    rows = brick_rows(recs.episodes[0].frames[0])  # the brick band of the first frame
     picks: list[tuple[int, int]] = []
     for e, ep in enumerate(recs.episodes):
         for s in range(50, ep.num_steps - C - H, 37):

@@ -1,0 +1,1 @@
+"""Benchmarks: standalone scripts (run them with python benchmarks/NAME.py --help)."""

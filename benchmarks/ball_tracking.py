@@ -35,7 +35,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.breakout_probe import brick_rows, open_breakout  # noqa: E402
+from brick_memory import brick_rows, open_breakout  # noqa: E402  (this directory: sys.path[0])
+
 from engine.errors import ArgumentParser, UserError, run_command  # noqa: E402
 from engine.files import write_atomic  # noqa: E402
 from models.metrics import rollout  # noqa: E402

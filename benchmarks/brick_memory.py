@@ -25,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,13 +35,39 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.breakout_probe import brick_rows, open_breakout  # noqa: E402
+from engine.dataset import open_dataset  # noqa: E402
 from engine.errors import ArgumentParser, UserError, run_command  # noqa: E402
+from models.checkpoint import load_run  # noqa: E402
+from models.data import Recordings  # noqa: E402
 from models.metrics import rollout  # noqa: E402
 from models.world import EVENT_DIM  # noqa: E402
 
 DARK = 20  # grey level below which a brick-band pixel counts as a hole (bricks are 70-140)
 STEPS = (1, 4, 8, 16)
+
+
+def open_breakout(checkpoint: str, data: str, measures: str) -> tuple[Any, Recordings]:
+    """The run at `checkpoint` and the recordings in `data`, both of Breakout, or one error line
+    naming what this probe `measures` (e.g. "Breakout's ball"). ball_tracking.py uses it too."""
+    run = load_run(checkpoint)
+    if run.spec.name != "breakout":
+        raise UserError(f"{checkpoint} is a {run.spec.name} model; this measures {measures}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        recs = Recordings(open_dataset(data), int(run.model.resolution), sorted(run.event_bank),  # type: ignore[arg-type]
+                          progress=False)
+    if recs.spec.name != "breakout":
+        raise UserError(f"{data} holds {recs.spec.name}, not Breakout")
+    return run, recs
+
+
+def brick_rows(frame: np.ndarray) -> list[int]:
+    """Rows of a (3, R, R) uint8 frame where the wall is bright across the middle (the wall lies
+    between a sixth and half of the height)."""
+    gray = np.asarray(frame, np.float32).mean(0)  # (R, R)
+    r = gray.shape[0]
+    profile = gray[:, r // 6: -r // 6].mean(1)
+    return [y for y in range(r // 6, r // 2) if profile[y] > 40]
 
 
 def hole_share(gray: np.ndarray, rows: list[int]) -> float:

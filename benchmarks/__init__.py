@@ -1,1 +1,0 @@
-"""Benchmarks: standalone scripts (run them with python benchmarks/NAME.py --help)."""

@@ -29,7 +29,7 @@ from models.data import Recordings
 from models.neural_sim import tune_cuda_backends
 from models.train_log import TrainLog
 from models.train_runtime import EMA, LossModule, StopFlag, freeze_except, init_distributed, rng_state
-from models.windows import RawBatch, WindowSampler, heldout_batches
+from models.windows import ObjectRegion, RawBatch, WindowSampler, heldout_batches
 
 READ_EVERY = TrainLog.SCALARS_EVERY
 """Steps between reads of the loss and gradient norm from the device (bar, scalars, checks)."""
@@ -79,6 +79,12 @@ class TrainConfig:
     {sunset: 4} while a model still draws sunset as night; other events 1."""
     reward_fraction: float = 0.0
     """Share of each batch drawn from windows whose target step scores (windows.WindowSampler)."""
+    object_fraction: float = 0.0
+    """Share of each batch drawn from clear windows where `object_region`'s small object is in
+    play in every frame (windows.WindowSampler), e.g. 0.5 to teach a one-step sampler the ball."""
+    object_region: dict[str, Any] = field(default_factory=dict)
+    """Where the object shows (windows.ObjectRegion): {rows: [top, bottom], cols: [left, right]}
+    as fractions of the frame, and {channel, above}: some pixel there has that channel > above."""
     stages: tuple[str, ...] = ()
     """Named stages run in order via model.set_stage(name), each with a fresh optimizer."""
     stage_steps: tuple[int, ...] = ()
@@ -112,8 +118,12 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {cfg.ema_decay}")
         if not 0 <= cfg.event_dropout <= 1 or not 0 <= cfg.holdout_fraction < 1:
             raise ConfigError("train.event_dropout must be in [0, 1] and train.holdout_fraction in [0, 1)")
-        if not 0 <= cfg.event_change_fraction <= 1 or not 0 <= cfg.reward_fraction <= 1:
-            raise ConfigError("train.event_change_fraction and train.reward_fraction must be in [0, 1]")
+        if not all(0 <= f <= 1 for f in (cfg.event_change_fraction, cfg.reward_fraction, cfg.object_fraction)):
+            raise ConfigError("train.event_change_fraction, train.reward_fraction and "
+                              "train.object_fraction must be in [0, 1]")
+        if cfg.object_fraction > 0 and not cfg.object_region:
+            raise ConfigError("train.object_fraction needs train.object_region: where the object shows")
+        ObjectRegion.parse(cfg.object_region)
         if not 0 <= cfg.event_noise <= 4:
             raise ConfigError("train.event_noise must be in [0, 4] (a noise-to-signal norm ratio)")
         if any(not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 <= w <= 100
@@ -178,7 +188,9 @@ class Trainer:
         self.sampler = WindowSampler(recs, train, window, self.cfg.batch_size, event_bank,
                                      self.cfg.event_dropout, self.cfg.seed, self.dist.rank,
                                      self.cfg.event_change_fraction, self.cfg.event_noise,
-                                     self.cfg.event_focus, self.cfg.reward_fraction)
+                                     self.cfg.event_focus, self.cfg.reward_fraction,
+                                     self.cfg.object_fraction,
+                                     ObjectRegion.parse(self.cfg.object_region) if self.cfg.object_region else None)
         self.held_batches: list[RawBatch] = []
         if held and any(recs.episodes[i].num_steps >= window for i in held):
             held_sampler = WindowSampler(recs, held, window, min(self.cfg.batch_size, 16), event_bank,

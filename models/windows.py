@@ -21,13 +21,52 @@ import math
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from engine.errors import UserError
+from models.config import ConfigError, from_dict
 from models.data import Recordings
 from models.world import EVENT_DIM, HIDDEN_EVENT, Batch
+
+
+@dataclass(frozen=True)
+class ObjectRegion:
+    """Where a game's small moving object shows (`train.object_region`): a frame has it in play
+    when some pixel of the region has `channel` above `above`.
+
+    Breakout's ball is one pixel of 4,096 at 64x64 (red peak ~90 of 255): between the brick wall
+    and the paddle it is the only red there is. rows and cols are fractions of the frame's height
+    and width, so one region serves every resolution.
+    """
+
+    rows: tuple[float, ...] = (0.0, 1.0)
+    cols: tuple[float, ...] = (0.0, 1.0)
+    channel: int = 0
+    above: int = 0
+
+    @staticmethod
+    def parse(data: dict[str, Any]) -> ObjectRegion:
+        region = from_dict(ObjectRegion, data, "train.object_region.")
+        for name in ("rows", "cols"):
+            lo_hi = getattr(region, name)
+            if len(lo_hi) != 2 or not 0 <= lo_hi[0] < lo_hi[1] <= 1:
+                raise ConfigError(f"train.object_region.{name} must be [start, end] fractions with "
+                                  f"0 <= start < end <= 1, got {list(lo_hi)}")
+        if region.channel not in (0, 1, 2) or not 0 <= region.above < 255:
+            raise ConfigError("train.object_region wants channel 0, 1 or 2 (red, green, blue) and "
+                              f"above in [0, 255), got channel {region.channel}, above {region.above}")
+        return region
+
+    def in_play(self, frames: np.ndarray) -> np.ndarray:
+        """(N, 3, R, R) uint8 frames -> (N,) bool: the object shows in the region."""
+        r = frames.shape[-1]
+        top, bottom = (round(f * r) for f in self.rows)
+        left, right = (round(f * r) for f in self.cols)
+        patch = np.asarray(frames[:, self.channel, top:bottom, left:right])  # (N, h, w)
+        return patch.reshape(len(patch), -1).max(1, initial=0) > self.above
 
 
 @dataclass
@@ -83,15 +122,25 @@ class WindowSampler:
             the 8-step windows of data/breakout; those steps alone show the ball meeting a
             brick, the brick vanishing and the score turning, which the reward head can only
             see if the model draws them.
+        object_fraction: share of each batch drawn from the windows in which `object_region`'s
+            object is in play in every frame and no event is on (weather drawn over the region
+            would pass its pixel test), after the reward windows. A one-step sampler draws the
+            target from noise level 5 with no copy of it to lean on: it must carry Breakout's
+            ball on from the context frames, and the shipped recipe's batches hold that case too
+            rarely for the network to learn it (the ball is in flight in 16% of the clear 4-step
+            windows of data/breakout); docs/RESULTS.md, "Why the Breakout model does not draw
+            the ball".
+        object_region: the `ObjectRegion` that says where the object is in play.
     """
 
     def __init__(self, recs: Recordings, episodes: list[int], window: int, batch_size: int,
                  event_bank: dict[str, np.ndarray], event_dropout: float = 0.0,
                  seed: int = 0, rank: int = 0, event_change_fraction: float = 0.0,
                  event_noise: float = 0.0, event_focus: dict[str, float] | None = None,
-                 reward_fraction: float = 0.0) -> None:
+                 reward_fraction: float = 0.0, object_fraction: float = 0.0,
+                 object_region: ObjectRegion | None = None) -> None:
         self.recs, self.window, self.batch_size = recs, window, batch_size
-        self.reward_fraction = reward_fraction
+        self.reward_fraction, self.object_fraction = reward_fraction, object_fraction
         self.event_noise = event_noise
         self.event_dropout, self.seed, self.rank = event_dropout, seed, rank
         self.event_change_fraction = event_change_fraction
@@ -118,6 +167,15 @@ class WindowSampler:
         # noise is drawn for the used pairs alone; a resume within one version is bit-exact.)
         self.change_p = weights / weights.sum() if len(weights) and (weights != 1).any() else None
         self.reward_windows = self._reward_windows() if reward_fraction > 0 else np.zeros(0, np.int64)
+        self.object_windows = np.zeros(0, np.int64)
+        if object_fraction > 0:
+            if object_region is None:
+                raise ConfigError("train.object_fraction needs train.object_region: where the object shows")
+            self.object_windows = self._object_windows(object_region)
+            if not len(self.object_windows):
+                raise UserError(f"train.object_fraction: no training window of {recs.root} shows the "
+                                f"object in every frame with no event on; check train.object_region "
+                                f"({object_region}) against a recorded frame")
         # Paraphrase banks stacked (E, Pmax, D) with per-event counts, for vectorised draws.
         names = recs.event_names
         self.num_paraphrases = np.array([len(event_bank[n]) for n in names], np.int64)
@@ -162,6 +220,21 @@ class WindowSampler:
             offset += int(count)
         return np.concatenate(found) if found else np.zeros(0, np.int64)
 
+    def _object_windows(self, region: ObjectRegion) -> np.ndarray:
+        """Flat indices of the windows whose T+1 frames all show the object and whose T steps
+        have no event on."""
+        found, offset = [], 0
+        for i, count in zip(self.episodes, np.diff(self.cum, prepend=0)):
+            ep, T, n = self.recs.episodes[i], self.window, int(count)
+            shown = region.in_play(ep.frames).astype(np.int64)  # (N+1,) per frame
+            clear = (~ep.events.any(1) if ep.events.size else np.ones(ep.num_steps, bool)).astype(np.int64)  # (N,)
+            # Window s covers frames s .. s+T and steps s .. s+T-1: running sums count the good ones.
+            frames_ok = np.convolve(shown, np.ones(T + 1, np.int64), "valid")[:n] == T + 1
+            steps_ok = np.convolve(clear, np.ones(T, np.int64), "valid")[:n] == T
+            found.append(offset + np.flatnonzero(frames_ok & steps_ok))
+            offset += n
+        return np.concatenate(found) if found else np.zeros(0, np.int64)
+
     def batch(self, index: int) -> RawBatch:
         """Batch number `index` of this sampler's stream (deterministic)."""
         rng = np.random.default_rng([self.seed, self.rank, index])
@@ -177,6 +250,9 @@ class WindowSampler:
             # Drawn after the change windows and only when asked, so other runs' batches stay as they were.
             pick = rng.random(B) < self.reward_fraction
             flat[pick] = self.reward_windows[rng.integers(0, len(self.reward_windows), size=int(pick.sum()))]
+        if self.object_fraction > 0:
+            pick = rng.random(B) < self.object_fraction
+            flat[pick] = self.object_windows[rng.integers(0, len(self.object_windows), size=int(pick.sum()))]
         which = np.searchsorted(self.cum, flat, side="right")
         starts = flat - np.concatenate([[0], self.cum[:-1]])[which]
         E = len(self.recs.event_names)

@@ -60,6 +60,11 @@ class ObjectRegion:
                               f"above in [0, 255), got channel {region.channel}, above {region.above}")
         return region
 
+    def __str__(self) -> str:
+        colour = ("red", "green", "blue")[self.channel]
+        return (f"rows {self.rows[0]:g}-{self.rows[1]:g}, cols {self.cols[0]:g}-{self.cols[1]:g}, "
+                f"{colour} above {self.above}")
+
     def in_play(self, frames: np.ndarray) -> np.ndarray:
         """(N, 3, R, R) uint8 frames -> (N,) bool: the object shows in the region."""
         r = frames.shape[-1]

@@ -81,7 +81,8 @@ class TrainConfig:
     """Share of each batch drawn from windows whose target step scores (windows.WindowSampler)."""
     object_fraction: float = 0.0
     """Share of each batch drawn from clear windows where `object_region`'s small object is in
-    play in every frame (windows.WindowSampler), e.g. 0.5 to teach a one-step sampler the ball."""
+    play in every frame (windows.WindowSampler), e.g. 1.0 for a stage that teaches a one-step
+    sampler Breakout's ball (with model.edm.high_sigma_fraction 1.0; docs/RESULTS.md)."""
     object_region: dict[str, Any] = field(default_factory=dict)
     """Where the object shows (windows.ObjectRegion): {rows: [top, bottom], cols: [left, right]}
     as fractions of the frame, and {channel, above}: some pixel there has that channel > above."""

@@ -37,7 +37,7 @@ class ObjectRegion:
     """Where a game's small moving object shows (`train.object_region`): a frame has it in play
     when some pixel of the region has `channel` above `above`.
 
-    Breakout's ball is one pixel of 4,096 at 64x64 (red peak ~90 of 255): between the brick wall
+    Breakout's ball is one pixel of 4,096 at 64x64 (red peak ~95 of 255): between the brick wall
     and the paddle it is the only red there is. rows and cols are fractions of the frame's height
     and width, so one region serves every resolution.
     """
@@ -131,10 +131,11 @@ class WindowSampler:
             object is in play in every frame and no event is on (weather drawn over the region
             would pass its pixel test), after the reward windows. A one-step sampler draws the
             target from noise level 5 with no copy of it to lean on: it must carry Breakout's
-            ball on from the context frames, and the shipped recipe's batches hold that case too
-            rarely for the network to learn it (the ball is in flight in 16% of the clear 4-step
-            windows of data/breakout); docs/RESULTS.md, "Why the Breakout model does not draw
-            the ball".
+            ball on from the context frames, which the shipped recipe never taught (the ball is
+            in flight in 16% of the clear 4-step windows of data/breakout). Measured on the CPU,
+            a ball-only stage (1.0, with model.edm.high_sigma_fraction 1.0) teaches it and a
+            0.6 share mixed with the rest does not; docs/RESULTS.md, "Teaching the ball with
+            `train.object_fraction`".
         object_region: the `ObjectRegion` that says where the object is in play.
     """
 

@@ -124,13 +124,18 @@ class TrainConfig:
                               "train.object_fraction must be in [0, 1]")
         if cfg.object_fraction > 0 and not cfg.object_region:
             raise ConfigError("train.object_fraction needs train.object_region: where the object shows")
-        ObjectRegion.parse(cfg.object_region)
+        ObjectRegion.parse(cfg.object_region)  # checks the keys and ranges now, not at the first batch
         if not 0 <= cfg.event_noise <= 4:
             raise ConfigError("train.event_noise must be in [0, 4] (a noise-to-signal norm ratio)")
         if any(not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 <= w <= 100
                for w in cfg.event_focus.values()):
             raise ConfigError("train.event_focus maps event names to weights in [0, 100], e.g. {sunset: 4}")
         return cfg
+
+    @property
+    def region(self) -> ObjectRegion | None:
+        """`object_region` as windows.ObjectRegion; None when not given."""
+        return ObjectRegion.parse(self.object_region) if self.object_region else None
 
     @property
     def plan(self) -> list[tuple[str | None, int]]:
@@ -190,8 +195,7 @@ class Trainer:
                                      self.cfg.event_dropout, self.cfg.seed, self.dist.rank,
                                      self.cfg.event_change_fraction, self.cfg.event_noise,
                                      self.cfg.event_focus, self.cfg.reward_fraction,
-                                     self.cfg.object_fraction,
-                                     ObjectRegion.parse(self.cfg.object_region) if self.cfg.object_region else None)
+                                     self.cfg.object_fraction, self.cfg.region)
         self.held_batches: list[RawBatch] = []
         if held and any(recs.episodes[i].num_steps >= window for i in held):
             held_sampler = WindowSampler(recs, held, window, min(self.cfg.batch_size, 16), event_bank,

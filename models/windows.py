@@ -28,7 +28,7 @@ import torch
 
 from engine.errors import UserError
 from models.config import ConfigError, from_dict
-from models.data import Recordings
+from models.data import EpisodeArrays, Recordings
 from models.world import EVENT_DIM, HIDDEN_EVENT, Batch
 
 
@@ -194,51 +194,52 @@ class WindowSampler:
     def num_windows(self) -> int:
         return int(self.cum[-1])
 
+    def _spans(self) -> Iterator[tuple[EpisodeArrays, int, int]]:
+        """Per training episode: it, the flat index of its first window, its number of windows."""
+        for i, end, count in zip(self.episodes, self.cum, np.diff(self.cum, prepend=0)):
+            yield self.recs.episodes[i], int(end - count), int(count)
+
     def _change_windows(self, focus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Flat indices of the windows whose T steps do not all have the same active events, and
         each one's weight: the largest `focus` (E,) among the events that change inside it."""
-        found, weights, offset = [], [], 0
-        for i, count in zip(self.episodes, np.diff(self.cum, prepend=0)):
-            events = self.recs.episodes[i].events  # (N, E)
+        found, weights = [], []
+        for ep, offset, count in self._spans():
+            events = ep.events  # (N, E)
             if events.size:
                 flips = events[1:] != events[:-1]  # (N-1, E)
                 changed = np.flatnonzero(flips.any(1)) + 1  # step c differs from c-1
-                best = np.zeros(int(count))
+                best = np.zeros(count)
                 for c in changed:
                     # Window s covers steps s .. s+T-1: it straddles the change at c when s < c <= s+T-1.
-                    lo, hi = max(int(c) - self.window + 1, 0), min(int(c), int(count))
+                    lo, hi = max(int(c) - self.window + 1, 0), min(int(c), count)
                     best[lo:hi] = np.maximum(best[lo:hi], focus[flips[c - 1]].max())
                 starts = np.flatnonzero(best > 0)
                 found.append(offset + starts)
                 weights.append(best[starts])
-            offset += int(count)
         if not found:
             return np.zeros(0, np.int64), np.zeros(0)
         return np.concatenate(found), np.concatenate(weights)
 
     def _reward_windows(self) -> np.ndarray:
         """Flat indices of the windows whose last step (the transition to the target) scores."""
-        found, offset = [], 0
-        for i, count in zip(self.episodes, np.diff(self.cum, prepend=0)):
-            scoring = np.flatnonzero(self.recs.episodes[i].rewards != 0)  # step r: reward of r -> r+1
+        found = []
+        for ep, offset, count in self._spans():
+            scoring = np.flatnonzero(ep.rewards != 0)  # step r: reward of r -> r+1
             starts = scoring - self.window + 1  # window s ends with step s+T-1
             found.append(offset + starts[(starts >= 0) & (starts < count)])
-            offset += int(count)
         return np.concatenate(found) if found else np.zeros(0, np.int64)
 
     def _object_windows(self, region: ObjectRegion) -> np.ndarray:
         """Flat indices of the windows whose T+1 frames all show the object and whose T steps
         have no event on."""
-        found, offset = [], 0
-        for i, count in zip(self.episodes, np.diff(self.cum, prepend=0)):
-            ep, T, n = self.recs.episodes[i], self.window, int(count)
+        found, T = [], self.window
+        for ep, offset, n in self._spans():
             shown = region.in_play(ep.frames).astype(np.int64)  # (N+1,) per frame
             clear = (~ep.events.any(1) if ep.events.size else np.ones(ep.num_steps, bool)).astype(np.int64)  # (N,)
             # Window s covers frames s .. s+T and steps s .. s+T-1: running sums count the good ones.
             frames_ok = np.convolve(shown, np.ones(T + 1, np.int64), "valid")[:n] == T + 1
             steps_ok = np.convolve(clear, np.ones(T, np.int64), "valid")[:n] == T
             found.append(offset + np.flatnonzero(frames_ok & steps_ok))
-            offset += n
         return np.concatenate(found) if found else np.zeros(0, np.int64)
 
     def batch(self, index: int) -> RawBatch:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,129 +23,15 @@ from torch import nn
 from engine.errors import UserError
 from engine.simulator import GameSpec
 from models.checkpoint import TrainState, load_weights, save_run
-from models.config import ConfigError, from_dict
 from models.data import Recordings
 from models.neural_sim import tune_cuda_backends
+from models.train_config import TrainConfig
 from models.train_log import TrainLog
 from models.train_runtime import EMA, LossModule, StopFlag, freeze_except, init_distributed, rng_state
-from models.windows import ObjectRegion, RawBatch, WindowSampler, heldout_batches
+from models.windows import RawBatch, WindowSampler, heldout_batches
 
 READ_EVERY = TrainLog.SCALARS_EVERY
 """Steps between reads of the loss and gradient norm from the device (bar, scalars, checks)."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The `train:` section of a config."""
-
-    steps: int = 1000
-    """Optimizer steps in all (with stages: the sum of stage_steps)."""
-    batch_size: int = 32
-    """Windows per step and per GPU."""
-    lr: float = 3e-4
-    weight_decay: float = 0.01
-    """AdamW decoupled weight decay, applied to matrices and kernels only (not biases, norms)."""
-    warmup_steps: int = 200
-    """Linear learning-rate warm-up from 0 (restarts with each stage's fresh optimizer)."""
-    grad_clip: float = 1.0
-    """Max global gradient norm; 0 disables clipping."""
-    ema_decay: float = 0.999
-    """EMA of the weights, saved for play; the decay ramps up as min(decay, (1+t)/(10+t))."""
-    bf16: bool = True
-    """bf16 autocast on CUDA (ignored on CPU)."""
-    compile: bool = False
-    """torch.compile the loss (the saved module stays uncompiled)."""
-    eval_every: int = 1000
-    """Held-out loss every N steps (0: never)."""
-    checkpoint_every: int = 500
-    """Atomic checkpoint (playable run + resume state) every N steps (0: only at the end)."""
-    sample_every: int = 1000
-    """Sample rollouts to TensorBoard every N steps (0: never)."""
-    holdout_fraction: float = 0.1
-    """Episodes kept out of training for the held-out loss and `train.py eval`."""
-    num_workers: int = 2
-    """Threads building batches ahead (0: inline)."""
-    seed: int = 0
-    event_dropout: float = 0.1
-    """Probability an example's events are hidden behind one null vector (null-event dropout)."""
-    event_change_fraction: float = 0.0
-    """Share of each batch drawn from windows where an event starts or ends (windows.WindowSampler)."""
-    event_noise: float = 0.0
-    """Largest noise-to-signal norm ratio of the Gaussian noise added to each drawn paraphrase
-    embedding before renormalising (windows.WindowSampler); 0 = off."""
-    event_focus: dict[str, float] = field(default_factory=dict)
-    """Event name -> relative weight of its change windows (windows.WindowSampler), e.g.
-    {sunset: 4} while a model still draws sunset as night; other events 1."""
-    reward_fraction: float = 0.0
-    """Share of each batch drawn from windows whose target step scores (windows.WindowSampler)."""
-    object_fraction: float = 0.0
-    """Share of each batch drawn from clear windows where `object_region`'s small object is in
-    play in every frame (windows.WindowSampler), e.g. 1.0 for a stage that teaches a one-step
-    sampler Breakout's ball (with model.edm.high_sigma_fraction 1.0; docs/RESULTS.md)."""
-    object_region: dict[str, Any] = field(default_factory=dict)
-    """Where the object shows (windows.ObjectRegion): {rows: [top, bottom], cols: [left, right]}
-    as fractions of the frame, and {channel, above}: some pixel there has that channel > above."""
-    stages: tuple[str, ...] = ()
-    """Named stages run in order via model.set_stage(name), each with a fresh optimizer."""
-    stage_steps: tuple[int, ...] = ()
-    """Optimizer steps of each stage."""
-    save_dtype: str = "float32"
-    """Storage of the playable weights: float32, or bfloat16 to halve shipped files."""
-    trainable: tuple[str, ...] = ()
-    """Names (or name prefixes) of the parameters to train, e.g. [unet.event_proj] to
-    fit only how event vectors enter a model; every other weight stays frozen. Empty: all. For
-    small fine-tunes of a shipped model: few weights move, so the rest of what it draws cannot."""
-    channels_last: bool = False
-    """Train with NHWC conv weights on CUDA (benchmarks/diffusion_train_speed.py --channels-last
-    says whether it pays on a card); ignored on the CPU. Saved weights are the same either way."""
-
-    @staticmethod
-    def parse(data: dict[str, Any] | None) -> TrainConfig:
-        cfg = from_dict(TrainConfig, data, "train.")
-        if cfg.stages and len(cfg.stages) != len(cfg.stage_steps):
-            raise ConfigError(f"train.stages names {len(cfg.stages)} stages but train.stage_steps "
-                              f"gives {len(cfg.stage_steps)} step counts")
-        for name in ("steps", "batch_size"):
-            if getattr(cfg, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1")
-        for name in ("warmup_steps", "eval_every", "checkpoint_every", "sample_every", "num_workers",
-                     "weight_decay", "grad_clip"):
-            if not getattr(cfg, name) >= 0:  # `not >=` also refuses nan
-                raise ConfigError(f"train.{name} must be >= 0, got {getattr(cfg, name)}")
-        if not 0 < cfg.lr < math.inf:
-            raise ConfigError(f"train.lr must be a positive number, got {cfg.lr}")
-        if not 0 <= cfg.ema_decay < 1:
-            raise ConfigError(f"train.ema_decay must be in [0, 1), got {cfg.ema_decay}")
-        if not 0 <= cfg.event_dropout <= 1 or not 0 <= cfg.holdout_fraction < 1:
-            raise ConfigError("train.event_dropout must be in [0, 1] and train.holdout_fraction in [0, 1)")
-        if not all(0 <= f <= 1 for f in (cfg.event_change_fraction, cfg.reward_fraction, cfg.object_fraction)):
-            raise ConfigError("train.event_change_fraction, train.reward_fraction and "
-                              "train.object_fraction must be in [0, 1]")
-        if cfg.object_fraction > 0 and not cfg.object_region:
-            raise ConfigError("train.object_fraction needs train.object_region: where the object shows")
-        ObjectRegion.parse(cfg.object_region)  # checks the keys and ranges now, not at the first batch
-        if not 0 <= cfg.event_noise <= 4:
-            raise ConfigError("train.event_noise must be in [0, 4] (a noise-to-signal norm ratio)")
-        if any(not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 <= w <= 100
-               for w in cfg.event_focus.values()):
-            raise ConfigError("train.event_focus maps event names to weights in [0, 100], e.g. {sunset: 4}")
-        return cfg
-
-    @property
-    def region(self) -> ObjectRegion | None:
-        """`object_region` as windows.ObjectRegion; None when not given."""
-        return ObjectRegion.parse(self.object_region) if self.object_region else None
-
-    @property
-    def plan(self) -> list[tuple[str | None, int]]:
-        """(stage name or None, steps) in order."""
-        if self.stages:
-            return list(zip(self.stages, self.stage_steps))
-        return [(None, self.steps)]
-
-    @property
-    def total_steps(self) -> int:
-        return sum(n for _, n in self.plan)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -178,7 +63,7 @@ class Trainer:
     def __init__(self, model: nn.Module, config: dict[str, Any], spec: GameSpec, recs: Recordings,
                  train: list[int], held: list[int], event_bank: dict[str, np.ndarray],
                  start: tuple[torch.Tensor, torch.Tensor], run_dir: str | Path, device: torch.device,
-                 progress: bool = True) -> None:
+                 progress: bool = True, anchor: nn.Module | None = None) -> None:
         self.model, self.config, self.spec = model, config, spec
         self.cfg = TrainConfig.parse(config.get("train"))
         self.device, self.run_dir, self.progress = device, Path(run_dir), progress
@@ -217,6 +102,12 @@ class Trainer:
             self.event_means[name] = (mean / max(float(np.linalg.norm(mean)), 1e-8)).astype(np.float32)
         self.events_trained = recs.trained_events(train)
         self.ema = EMA(model, self.cfg.ema_decay)
+        if self.cfg.anchor:  # after the EMA copy, so that it holds no second teacher
+            set_anchor = getattr(model, "set_anchor", None)
+            if anchor is None or set_anchor is None:
+                raise UserError("train.anchor needs the --init model, and a family that can learn "
+                                f"from it (diffusion); got {config.get('family')}")
+            set_anchor(anchor)
         self.step = self.stage = self.stage_step = 0
         self.train_seconds = 0.0
         self.data_seconds = 0.0
@@ -340,6 +231,7 @@ class Trainer:
         bad_run = torch.zeros((), device=device)  # non-finite steps in a row, on the device
         smooth: torch.Tensor | None = None  # smoothed loss, on the device
         tick = time.perf_counter()
+        region = cfg.region
         self.model.train()
         while self.stage_step < steps and not self._should_stop(flag):
             lr = cfg.lr * min(1.0, (self.stage_step + 1) / max(cfg.warmup_steps, 1))
@@ -349,6 +241,8 @@ class Trainer:
             raw = next(stream)
             self.data_seconds += time.perf_counter() - waited  # the step stood idle for its batch
             batch = raw.to_batch(device)
+            if cfg.anchor and region is not None:  # rows other than object windows learn --init's answers
+                batch.anchored = (~raw.object_rows(region)).to(device)
             with autocast:
                 loss, logs = loss_fn(batch)
             optimizer.zero_grad(set_to_none=True)

@@ -93,6 +93,14 @@ class RawBatch:
                      terminations=self.terminations.to(device, non_blocking=True),
                      events=self.events.to(device, non_blocking=True), valid=valid)
 
+    def object_rows(self, region: ObjectRegion) -> torch.Tensor:
+        """(B,) bool: the rows that are object windows (WindowSampler's test, on this batch): the
+        object in all T+1 frames and no event vector on in the T steps."""
+        b, t1 = self.frames.shape[:2]
+        shown = region.in_play(self.frames.flatten(0, 1).numpy()).reshape(b, t1).all(1)  # (B,)
+        clear = ~self.events.flatten(1).any(1)  # (B,): zeros while no event is on
+        return torch.from_numpy(shown) & clear
+
     def pin_memory(self) -> RawBatch:
         return RawBatch(*(t.pin_memory() for t in (self.frames, self.actions, self.rewards,
                                                     self.terminations, self.events)))

@@ -20,7 +20,7 @@ import train
 from engine.dataset import open_dataset
 from engine.errors import UserError
 from models.config import ConfigError, apply_overrides, from_dict
-from models.trainer import TrainConfig
+from models.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 40

@@ -98,7 +98,7 @@ def load_config(args: argparse.Namespace) -> dict[str, Any]:
     import dataclasses
 
     from models.config import apply_overrides, resolve_config
-    from models.trainer import TrainConfig
+    from models.train_config import TrainConfig
 
     presets = [s for s in args.set if s.startswith("preset=")]
     rest = [s for s in args.set if not s.startswith("preset=")]
@@ -157,7 +157,7 @@ def train_changes(config: dict[str, Any], saved: dict[str, Any]) -> list[str]:
     import dataclasses
 
     from models.config import ConfigError
-    from models.trainer import TrainConfig
+    from models.train_config import TrainConfig
 
     new, old = config.get("train") or {}, saved.get("train") or {}
     try:  # compare the settings, not their spelling: '2e-4' is 0.0002, an absent key its default
@@ -171,10 +171,13 @@ def train_changes(config: dict[str, Any], saved: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from engine.errors import UserError
     from models.checkpoint import has_run, load_train_state, read_config
-    from models.trainer import TrainConfig
+    from models.train_config import TrainConfig
 
     config = load_config(args)
     cfg = TrainConfig.parse(config["train"])
+    if cfg.anchor and not args.init:
+        raise UserError("train.anchor needs --init RUN: the model whose own answers the rows outside "
+                        "the object windows keep (pass it again with --resume)")
     device = pick_device(args.device)
     state = None
     if has_run(args.out):
@@ -221,15 +224,16 @@ def run(args: argparse.Namespace) -> int:
 
         tdist.destroy_process_group()
     if not trainer.finished:
+        init = f" --init {args.init}" if cfg.anchor else ""  # the anchor's teacher
         print(f"stopped early; continue with: python train.py fit --config {args.out} --data {args.data} "
-              f"--out {args.out} --resume")
+              f"--out {args.out}{init} --resume")
         return 130
     return 0
 
 
 def build_trainer(args: argparse.Namespace, config: dict[str, Any], cfg: Any, state: Any, device: Any) -> Any:
     """The model (warm-started with --init), the recordings at its resolution and the Trainer;
-    `cfg` is the parsed train section (models/trainer.py `TrainConfig`)."""
+    `cfg` is the parsed train section (models/train_config.py `TrainConfig`)."""
     import torch
 
     from engine.dataset import open_dataset
@@ -252,6 +256,10 @@ def build_trainer(args: argparse.Namespace, config: dict[str, Any], cfg: Any, st
     model: Any = build_model(config, spec).to(device)
     if args.init and state is None:
         warm_start(model, args.init, spec.name)
+    anchor = None
+    if cfg.anchor:  # the frozen teacher: --init's weights, also when resuming
+        anchor = build_model(config, spec).to(device)
+        warm_start(anchor, args.init, spec.name, announce=False)
     bank = event_bank()
     recs = Recordings(dataset, int(model.resolution), sorted(bank), progress=not args.no_progress)
     train, held = split_episodes(len(recs.episodes), cfg.holdout_fraction)
@@ -260,7 +268,7 @@ def build_trainer(args: argparse.Namespace, config: dict[str, Any], cfg: Any, st
     config["data"] = describe(recs, train, held)
     start = recs.start_contexts(int(model.context_frames), 8, train)
     return Trainer(model, config, spec, recs, train, held, bank, start, args.out, device,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, anchor=anchor)
 
 
 def check_out_dir(out: Path) -> None:
@@ -278,7 +286,7 @@ def check_out_dir(out: Path) -> None:
         raise UserError(f"cannot write the run into {out}: {err.strerror or err}") from None
 
 
-def warm_start(model: Any, run_dir: str, game: str) -> None:
+def warm_start(model: Any, run_dir: str, game: str, announce: bool = True) -> None:
     """Copy the (EMA) weights of `run_dir` into `model`; the architectures must match exactly."""
     from engine.errors import UserError
     from models.checkpoint import load_run
@@ -289,7 +297,8 @@ def warm_start(model: Any, run_dir: str, game: str) -> None:
     if mismatched:
         raise UserError(f"--init {run_dir} has another architecture (first differing weight: {mismatched[0]})")
     model.load_state_dict(source)
-    print(f"initialised from {run_dir}")
+    if announce:
+        print(f"initialised from {run_dir}")
 
 
 def event_bank() -> dict[str, Any]:

@@ -8,6 +8,7 @@ EDM's weighted loss lambda(sigma) ||D(x + n) - x||^2 with lambda = 1 / c_out^2.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -99,8 +100,12 @@ class EDMLoss:
         self.cfg = cfg
 
     def __call__(self, denoiser: Denoiser, clean: torch.Tensor, prep: Prepared,
-                 weight: torch.Tensor | None = None) -> torch.Tensor:
-        """clean: (B, 3, H, W) target frames; weight: optional (B, 1, H, W) per-pixel weights.
+                 weight: torch.Tensor | None = None,
+                 teacher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 anchored: torch.Tensor | None = None) -> torch.Tensor:
+        """clean: (B, 3, H, W) target frames; weight: optional (B, 1, H, W) per-pixel weights;
+        teacher: (noisy (B, 3, H, W), sigma (B,)) -> another denoiser's D estimate, which
+        replaces `clean` as the target in the `anchored` (B,) bool rows (train.anchor).
         Returns the per-sample loss (B,)."""
         b = clean.shape[0]
         sigma = (self.cfg.p_mean + self.cfg.p_std * torch.randn(b, device=clean.device)).exp()
@@ -112,6 +117,11 @@ class EDMLoss:
             noise = noise + self.cfg.offset_noise * torch.randn(b, clean.shape[1], 1, 1,
                                                                 device=clean.device)
         noisy = clean + sigma[:, None, None, None] * noise
+        if teacher is not None and anchored is not None and bool(anchored.any()):
+            # Same noisy input and level: the row learns what the teacher makes of it (Li & Hoiem 2016).
+            with torch.no_grad():
+                estimate = teacher(noisy, sigma).to(clean.dtype)
+            clean = torch.where(anchored[:, None, None, None], estimate, clean)
         c_skip, c_out, c_in, c_noise = denoiser.scalings(sigma)
         out = denoiser.net(c_in * noisy, c_noise, prep)
         # F's target, so that c_skip x + c_out F = clean; MSE on it is lambda-weighted MSE on D.

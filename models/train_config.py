@@ -1,0 +1,135 @@
+"""The `train:` section of a config (`TrainConfig`): optimizer, schedule, which windows each
+batch draws (models/windows.py) and which weights train. Parsed once, checked before any data loads."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.config import ConfigError, from_dict
+from models.windows import ObjectRegion
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The `train:` section of a config."""
+
+    steps: int = 1000
+    """Optimizer steps in all (with stages: the sum of stage_steps)."""
+    batch_size: int = 32
+    """Windows per step and per GPU."""
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay, applied to matrices and kernels only (not biases, norms)."""
+    warmup_steps: int = 200
+    """Linear learning-rate warm-up from 0 (restarts with each stage's fresh optimizer)."""
+    grad_clip: float = 1.0
+    """Max global gradient norm; 0 disables clipping."""
+    ema_decay: float = 0.999
+    """EMA of the weights, saved for play; the decay ramps up as min(decay, (1+t)/(10+t))."""
+    bf16: bool = True
+    """bf16 autocast on CUDA (ignored on CPU)."""
+    compile: bool = False
+    """torch.compile the loss (the saved module stays uncompiled)."""
+    eval_every: int = 1000
+    """Held-out loss every N steps (0: never)."""
+    checkpoint_every: int = 500
+    """Atomic checkpoint (playable run + resume state) every N steps (0: only at the end)."""
+    sample_every: int = 1000
+    """Sample rollouts to TensorBoard every N steps (0: never)."""
+    holdout_fraction: float = 0.1
+    """Episodes kept out of training for the held-out loss and `train.py eval`."""
+    num_workers: int = 2
+    """Threads building batches ahead (0: inline)."""
+    seed: int = 0
+    event_dropout: float = 0.1
+    """Probability an example's events are hidden behind one null vector (null-event dropout)."""
+    event_change_fraction: float = 0.0
+    """Share of each batch drawn from windows where an event starts or ends (windows.WindowSampler)."""
+    event_noise: float = 0.0
+    """Largest noise-to-signal norm ratio of the Gaussian noise added to each drawn paraphrase
+    embedding before renormalising (windows.WindowSampler); 0 = off."""
+    event_focus: dict[str, float] = field(default_factory=dict)
+    """Event name -> relative weight of its change windows (windows.WindowSampler), e.g.
+    {sunset: 4} while a model still draws sunset as night; other events 1."""
+    reward_fraction: float = 0.0
+    """Share of each batch drawn from windows whose target step scores (windows.WindowSampler)."""
+    object_fraction: float = 0.0
+    """Share of each batch drawn from clear windows where `object_region`'s small object is in
+    play in every frame (windows.WindowSampler), e.g. 1.0 for a stage that teaches a one-step
+    sampler Breakout's ball (with model.edm.high_sigma_fraction 1.0; docs/RESULTS.md)."""
+    object_region: dict[str, Any] = field(default_factory=dict)
+    """Where the object shows (windows.ObjectRegion): {rows: [top, bottom], cols: [left, right]}
+    as fractions of the frame, and {channel, above}: some pixel there has that channel > above."""
+    anchor: bool = False
+    """Learning without forgetting (Li & Hoiem 2016) for a fine-tune that teaches the object:
+    every row of a batch that is not an object window learns the `--init` weights' own denoised
+    estimate (same noisy input, same conditioning) instead of the real frame. At the first step
+    those rows give no gradient at all, so the object windows alone steer Adam; they pull back only
+    as far as the weights drift from what the starting model drew. Mixed in with real targets,
+    the object teaches nothing (docs/RESULTS.md). Needs `--init` and object_fraction > 0."""
+    stages: tuple[str, ...] = ()
+    """Named stages run in order via model.set_stage(name), each with a fresh optimizer."""
+    stage_steps: tuple[int, ...] = ()
+    """Optimizer steps of each stage."""
+    save_dtype: str = "float32"
+    """Storage of the playable weights: float32, or bfloat16 to halve shipped files."""
+    trainable: tuple[str, ...] = ()
+    """Names (or name prefixes) of the parameters to train, e.g. [unet.event_proj] to
+    fit only how event vectors enter a model; every other weight stays frozen. Empty: all. For
+    small fine-tunes of a shipped model: few weights move, so the rest of what it draws cannot."""
+    channels_last: bool = False
+    """Train with NHWC conv weights on CUDA (benchmarks/diffusion_train_speed.py --channels-last
+    says whether it pays on a card); ignored on the CPU. Saved weights are the same either way."""
+
+    @staticmethod
+    def parse(data: dict[str, Any] | None) -> TrainConfig:
+        cfg = from_dict(TrainConfig, data, "train.")
+        if cfg.stages and len(cfg.stages) != len(cfg.stage_steps):
+            raise ConfigError(f"train.stages names {len(cfg.stages)} stages but train.stage_steps "
+                              f"gives {len(cfg.stage_steps)} step counts")
+        for name in ("steps", "batch_size"):
+            if getattr(cfg, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1")
+        for name in ("warmup_steps", "eval_every", "checkpoint_every", "sample_every", "num_workers",
+                     "weight_decay", "grad_clip"):
+            if not getattr(cfg, name) >= 0:  # `not >=` also refuses nan
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(cfg, name)}")
+        if not 0 < cfg.lr < math.inf:
+            raise ConfigError(f"train.lr must be a positive number, got {cfg.lr}")
+        if not 0 <= cfg.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay must be in [0, 1), got {cfg.ema_decay}")
+        if not 0 <= cfg.event_dropout <= 1 or not 0 <= cfg.holdout_fraction < 1:
+            raise ConfigError("train.event_dropout must be in [0, 1] and train.holdout_fraction in [0, 1)")
+        if not all(0 <= f <= 1 for f in (cfg.event_change_fraction, cfg.reward_fraction, cfg.object_fraction)):
+            raise ConfigError("train.event_change_fraction, train.reward_fraction and "
+                              "train.object_fraction must be in [0, 1]")
+        if cfg.object_fraction > 0 and not cfg.object_region:
+            raise ConfigError("train.object_fraction needs train.object_region: where the object shows")
+        ObjectRegion.parse(cfg.object_region)  # checks the keys and ranges now, not at the first batch
+        if cfg.anchor and cfg.object_fraction <= 0:
+            raise ConfigError("train.anchor keeps the starting model's answers outside the object windows; "
+                              "it needs train.object_fraction > 0")
+        if not 0 <= cfg.event_noise <= 4:
+            raise ConfigError("train.event_noise must be in [0, 4] (a noise-to-signal norm ratio)")
+        if any(not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 <= w <= 100
+               for w in cfg.event_focus.values()):
+            raise ConfigError("train.event_focus maps event names to weights in [0, 100], e.g. {sunset: 4}")
+        return cfg
+
+    @property
+    def region(self) -> ObjectRegion | None:
+        """`object_region` as windows.ObjectRegion; None when not given."""
+        return ObjectRegion.parse(self.object_region) if self.object_region else None
+
+    @property
+    def plan(self) -> list[tuple[str | None, int]]:
+        """(stage name or None, steps) in order."""
+        if self.stages:
+            return list(zip(self.stages, self.stage_steps))
+        return [(None, self.steps)]
+
+    @property
+    def total_steps(self) -> int:
+        return sum(n for _, n in self.plan)

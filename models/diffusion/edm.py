@@ -117,8 +117,10 @@ class EDMLoss:
             noise = noise + self.cfg.offset_noise * torch.randn(b, clean.shape[1], 1, 1,
                                                                 device=clean.device)
         noisy = clean + sigma[:, None, None, None] * noise
-        if teacher is not None and anchored is not None and bool(anchored.any()):
-            # Same noisy input and level: the row learns what the teacher makes of it (Li & Hoiem 2016).
+        if teacher is not None and anchored is not None:
+            # Same noisy input and level: the row learns what the teacher makes of it (Li & Hoiem
+            # 2016). The teacher runs on every row: asking whether any row is anchored would make
+            # the host wait for the GPU each step.
             with torch.no_grad():
                 estimate = teacher(noisy, sigma).to(clean.dtype)
             clean = torch.where(anchored[:, None, None, None], estimate, clean)

@@ -190,7 +190,7 @@ class DiffusionWorldModel(nn.Module):
 
     # ----------------------------------------------------------------------------- training
     def set_anchor(self, teacher: DiffusionWorldModel) -> None:
-        """Rows of a batch marked `anchored` learn `teacher`'s denoised estimates (train.anchor).
+        """Target pixels marked in a batch's `anchored` are `teacher`'s denoised estimates (train.anchor).
         The teacher is frozen and never saved with this model."""
         self._anchor = [teacher.denoiser.eval().requires_grad_(False)]
 

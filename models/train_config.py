@@ -65,10 +65,11 @@ class TrainConfig:
     anchor: bool = False
     """Learning without forgetting (Li & Hoiem 2016) for a fine-tune that teaches the object:
     every row of a batch that is not an object window learns the `--init` weights' own denoised
-    estimate (same noisy input, same conditioning) instead of the real frame. At the first step
-    those rows give no gradient at all, so the object windows alone steer Adam; they pull back only
-    as far as the weights drift from what the starting model drew. Mixed in with real targets,
-    the object teaches nothing (docs/RESULTS.md). Needs `--init` and object_fraction > 0."""
+    estimate (same noisy input, same conditioning) instead of the real frame, except around the
+    object's pixels (windows.RawBatch.anchor_mask), where it still learns the real one. At the
+    first step those pixels give no gradient at all, so the object steers Adam; they pull back
+    only as far as the weights drift from what the starting model drew. Mixed in with real
+    targets, the object teaches nothing (docs/RESULTS.md). Needs `--init` and object_fraction > 0."""
     stages: tuple[str, ...] = ()
     """Named stages run in order via model.set_stage(name), each with a fresh optimizer."""
     stage_steps: tuple[int, ...] = ()

@@ -242,7 +242,7 @@ class Trainer:
             self.data_seconds += time.perf_counter() - waited  # the step stood idle for its batch
             batch = raw.to_batch(device)
             if cfg.anchor and region is not None:  # rows other than object windows learn --init's answers
-                batch.anchored = (~raw.object_rows(region)).to(device)
+                batch.anchored = raw.anchor_mask(region).to(device)
             with autocast:
                 loss, logs = loss_fn(batch)
             optimizer.zero_grad(set_to_none=True)

@@ -47,8 +47,9 @@ class Batch:
     valid: torch.Tensor
     """(B, T+1) bool: False for padding frames before an episode's first frame."""
     anchored: torch.Tensor | None = None
-    """(B,) bool or None: rows whose target is the starting weights' own estimate instead of the
-    real frame (`train.anchor`, set by the trainer; families without an anchor ignore it)."""
+    """(B, 1, H, W) bool or None: target pixels that are the starting weights' own estimate
+    instead of the real frame's (`train.anchor`, set by the trainer; families without an anchor
+    ignore it)."""
 
     def to(self, device: torch.device | str) -> Batch:
         frames, actions, rewards, terminations, events, valid = (t.to(device, non_blocking=True) for t in (

@@ -89,9 +89,9 @@ def test_object_settings_are_checked(recs: Recordings) -> None:
         WindowSampler(recs, [0], 4, 8, load_event_bank("train"), object_fraction=0.5, object_region=never)
 
 
-def test_anchored_rows_learn_the_starting_models_answers(recs: Recordings, tmp_path: Path) -> None:
-    """A row marked anchored has the teacher's estimate as its target: with the teacher a copy of
-    the model, such rows cost nothing and the loss is that of the object rows alone."""
+def test_anchored_pixels_learn_the_starting_models_answers(recs: Recordings, tmp_path: Path) -> None:
+    """Anchored target pixels are the teacher's estimate: with the teacher a copy of the model they
+    cost nothing. The mask spares object windows and the object's pixels in every other row."""
     root = str(recs.root)
     base = tmp_path / "base"
     assert train.main(["fit", "--config", CONFIG, "--data", root, "--out", str(base), "--steps", "2", *TINY]) == 0
@@ -105,6 +105,10 @@ def test_anchored_rows_learn_the_starting_models_answers(recs: Recordings, tmp_p
     rows = raw.object_rows(region)
     shown = region.in_play(raw.frames.flatten(0, 1).numpy()).reshape(16, -1).all(1)
     assert 0 < int(rows.sum()) < 16 and not (rows.numpy() & ~shown).any()
+    mask = raw.anchor_mask(region)  # (16, 1, 64, 64)
+    assert not mask[rows].any() and mask[~rows].float().mean() > 0.95
+    ball = torch.from_numpy(region.pixels(raw.frames[:, -1].numpy()))  # (16, 64, 64)
+    assert ball[~rows].any() and not (mask[:, 0] & ball).any()  # the ball's pixels keep the real target
 
     def denoise(anchored: torch.Tensor | None) -> float:
         batch = raw.to_batch("cpu")
@@ -112,8 +116,8 @@ def test_anchored_rows_learn_the_starting_models_answers(recs: Recordings, tmp_p
         torch.manual_seed(0)  # the same noise levels and noise for each call
         return float(model.loss(batch)[1]["loss/denoise"])
 
-    plain, mixed = denoise(None), denoise(~rows)
-    assert denoise(torch.ones(16, dtype=torch.bool)) < 1e-10
+    plain, mixed = denoise(None), denoise(mask)
+    assert denoise(torch.ones(16, 1, 64, 64, dtype=torch.bool)) < 1e-10
     assert 0 < mixed < plain, (mixed, plain)
 
 

@@ -105,7 +105,7 @@ class EDMLoss:
                  anchored: torch.Tensor | None = None) -> torch.Tensor:
         """clean: (B, 3, H, W) target frames; weight: optional (B, 1, H, W) per-pixel weights;
         teacher: (noisy (B, 3, H, W), sigma (B,)) -> another denoiser's D estimate, which
-        replaces `clean` as the target in the `anchored` (B,) bool rows (train.anchor).
+        replaces `clean` as the target where `anchored` (B, 1, H, W) bool is set (train.anchor).
         Returns the per-sample loss (B,)."""
         b = clean.shape[0]
         sigma = (self.cfg.p_mean + self.cfg.p_std * torch.randn(b, device=clean.device)).exp()
@@ -123,7 +123,7 @@ class EDMLoss:
             # the host wait for the GPU each step.
             with torch.no_grad():
                 estimate = teacher(noisy, sigma).to(clean.dtype)
-            clean = torch.where(anchored[:, None, None, None], estimate, clean)
+            clean = torch.where(anchored, estimate, clean)
         c_skip, c_out, c_in, c_noise = denoiser.scalings(sigma)
         out = denoiser.net(c_in * noisy, c_noise, prep)
         # F's target, so that c_skip x + c_out F = clean; MSE on it is lambda-weighted MSE on D.

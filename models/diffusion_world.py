@@ -225,23 +225,13 @@ class DiffusionWorldModel(nn.Module):
             # Moving pixels over the last two context frames and the target (B, 1, H, W).
             weight = motion_weights(frames[:, -3:], self.cfg.edm.motion_weight,
                                     self.cfg.edm.motion_threshold)
-        teacher, anchored = None, batch.anchored
-        if self._anchor and (anchored is not None or batch.once is not None):
-            anchor, taught = self._anchor[0], events
-            if batch.once is not None and batch.events.shape[1] > 1:
-                # train.anchor_once: where an event that acts once was already on the step before
-                # (past its onset), the teacher answers with its vector out of both steps, and the
-                # whole row learns that answer: on after its onset, the vector must change nothing.
-                now, before = batch.once[:, -1], batch.once[:, -2]  # (B, EVENT_DIM)
-                held = now.ne(0).any(1) & before.ne(0).any(1)  # (B,)
-                h = held[:, None].to(now.dtype)
-                taught = self.event_input(batch.events[:, -1] - h * now, batch.events[:, -2] - h * before)
-                rows = held[:, None, None, None].expand(-1, 1, *target.shape[-2:])  # (B, 1, H, W)
-                anchored = rows if anchored is None else anchored | rows
-            with torch.no_grad():  # the teacher's own embeddings of the conditioning
-                anchor_prep = anchor.net.prepare(noisy_context, actions, bucket, taught)
+        teacher = None
+        if self._anchor and batch.anchored is not None:
+            anchor = self._anchor[0]
+            with torch.no_grad():  # the teacher's own embeddings of the same conditioning
+                anchor_prep = anchor.net.prepare(noisy_context, actions, bucket, events)
             teacher = lambda x, s: anchor(x, s, anchor_prep)  # noqa: E731
-        denoise = self.edm_loss(self.denoiser, target, prep, weight, teacher, anchored)  # (B,)
+        denoise = self.edm_loss(self.denoiser, target, prep, weight, teacher, batch.anchored)  # (B,)
 
         logits = self.head(real_last, target, actions[:, -1]).float()  # the head learns real transitions
         reward_class = (batch.rewards[:, -1].sign() + 1).long()

@@ -70,12 +70,6 @@ class TrainConfig:
     first step those pixels give no gradient at all, so the object steers Adam; they pull back
     only as far as the weights drift from what the starting model drew. Mixed in with real
     targets, the object teaches nothing (docs/RESULTS.md). Needs `--init` and object_fraction > 0."""
-    anchor_once: tuple[str, ...] = ()
-    """Events that act once, at their onset (Breakout's extra life: one RAM write). In each row
-    where one was already on the step before, the target is the `--init` model's answer with that
-    event's vector taken out of both steps. Its vector then still draws the onset but changes
-    nothing after it; held on, the shipped extra-life vector dimmed the frame a little more each
-    step (docs/RESULTS.md). Needs `--init`."""
     stages: tuple[str, ...] = ()
     """Named stages run in order via model.set_stage(name), each with a fresh optimizer."""
     stage_steps: tuple[int, ...] = ()

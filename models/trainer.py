@@ -80,7 +80,7 @@ class Trainer:
                                      self.cfg.event_dropout, self.cfg.seed, self.dist.rank,
                                      self.cfg.event_change_fraction, self.cfg.event_noise,
                                      self.cfg.event_focus, self.cfg.reward_fraction,
-                                     self.cfg.object_fraction, self.cfg.region, self.cfg.anchor_once)
+                                     self.cfg.object_fraction, self.cfg.region)
         self.held_batches: list[RawBatch] = []
         if held and any(recs.episodes[i].num_steps >= window for i in held):
             held_sampler = WindowSampler(recs, held, window, min(self.cfg.batch_size, 16), event_bank,
@@ -102,11 +102,11 @@ class Trainer:
             self.event_means[name] = (mean / max(float(np.linalg.norm(mean)), 1e-8)).astype(np.float32)
         self.events_trained = recs.trained_events(train)
         self.ema = EMA(model, self.cfg.ema_decay)
-        if self.cfg.anchor or self.cfg.anchor_once:  # after the EMA copy, so that it holds no second teacher
+        if self.cfg.anchor:  # after the EMA copy, so that it holds no second teacher
             set_anchor = getattr(model, "set_anchor", None)
             if anchor is None or set_anchor is None:
-                raise UserError("train.anchor and anchor_once need the --init model, and a family that "
-                                f"can learn from it (diffusion); got {config.get('family')}")
+                raise UserError("train.anchor needs the --init model, and a family that can learn "
+                                f"from it (diffusion); got {config.get('family')}")
             set_anchor(anchor)
         self.step = self.stage = self.stage_step = 0
         self.train_seconds = 0.0

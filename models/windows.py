@@ -93,7 +93,6 @@ class RawBatch:
     rewards: torch.Tensor  # (B, T) float
     terminations: torch.Tensor  # (B, T) float
     events: torch.Tensor  # (B, T, EVENT_DIM) float
-    once: torch.Tensor | None = None  # (B, T, EVENT_DIM): the part of `events` from `once_events`
 
     def to_batch(self, device: torch.device | str) -> Batch:
         """Move to `device` and map frames to [-1, 1] there (4x less to copy than floats)."""
@@ -102,8 +101,7 @@ class RawBatch:
         return Batch(frames=frames, actions=self.actions.to(device, non_blocking=True),
                      rewards=self.rewards.to(device, non_blocking=True),
                      terminations=self.terminations.to(device, non_blocking=True),
-                     events=self.events.to(device, non_blocking=True), valid=valid,
-                     once=None if self.once is None else self.once.to(device, non_blocking=True))
+                     events=self.events.to(device, non_blocking=True), valid=valid)
 
     def object_rows(self, region: ObjectRegion) -> torch.Tensor:
         """(B,) bool: the rows that are object windows (WindowSampler's test, on this batch): the
@@ -124,9 +122,8 @@ class RawBatch:
         return ~self.object_rows(region)[:, None, None, None] & ~near
 
     def pin_memory(self) -> RawBatch:
-        return RawBatch(self.frames.pin_memory(), self.actions.pin_memory(), self.rewards.pin_memory(),
-                        self.terminations.pin_memory(), self.events.pin_memory(),
-                        None if self.once is None else self.once.pin_memory())
+        return RawBatch(*(t.pin_memory() for t in (self.frames, self.actions, self.rewards,
+                                                    self.terminations, self.events)))
 
 
 class WindowSampler:
@@ -168,8 +165,6 @@ class WindowSampler:
             0.6 share mixed with the rest does not; docs/RESULTS.md, "Teaching the ball with
             `train.object_fraction`".
         object_region: the `ObjectRegion` that says where the object is in play.
-        once_events: events that act once, at their onset (train.anchor_once): each batch also
-            carries their part of the event vectors (`RawBatch.once`).
     """
 
     def __init__(self, recs: Recordings, episodes: list[int], window: int, batch_size: int,
@@ -177,7 +172,7 @@ class WindowSampler:
                  seed: int = 0, rank: int = 0, event_change_fraction: float = 0.0,
                  event_noise: float = 0.0, event_focus: dict[str, float] | None = None,
                  reward_fraction: float = 0.0, object_fraction: float = 0.0,
-                 object_region: ObjectRegion | None = None, once_events: tuple[str, ...] = ()) -> None:
+                 object_region: ObjectRegion | None = None) -> None:
         self.recs, self.window, self.batch_size = recs, window, batch_size
         self.reward_fraction, self.object_fraction = reward_fraction, object_fraction
         self.event_noise = event_noise
@@ -197,11 +192,6 @@ class WindowSampler:
         if unknown:
             raise UserError(f"train.event_focus names {unknown[0]!r}, which is no known event; "
                             f"choose from {', '.join(recs.event_names)}")
-        unknown = sorted(set(once_events) - set(recs.event_names))
-        if unknown:
-            raise UserError(f"train.anchor_once names {unknown[0]!r}, which is no event of these "
-                            f"recordings; choose from {', '.join(recs.event_names)}")
-        self.once = np.array([n in once_events for n in recs.event_names], np.float32)  # (E,)
         focus = np.array([float((event_focus or {}).get(n, 1.0)) for n in recs.event_names])
         windows: tuple[np.ndarray, np.ndarray] = (self._change_windows(focus) if event_change_fraction > 0
                                                   else (np.zeros(0, np.int64), np.zeros(0)))
@@ -316,7 +306,6 @@ class WindowSampler:
             if E:
                 active[b] = ep.events[s: s + T]
         events = np.zeros((B, T, EVENT_DIM), np.float32)
-        once = np.zeros((B, T, EVENT_DIM), np.float32) if self.once.any() else None
         if E and active.any():
             pick = (rng.random((B, E)) * self.num_paraphrases[None]).astype(np.int64)  # (B, E)
             chosen = self.bank[np.arange(E)[None], pick]  # (B, E, D)
@@ -336,11 +325,8 @@ class WindowSampler:
             keep |= (active != active[:, :1]).any(axis=(1, 2))
             events = (active * keep[:, None, None]) @ chosen  # (B, T, E) @ (B, E, D) -> (B, T, D)
             events[~keep[:, None] & active.any(axis=2)] = HIDDEN_EVENT  # (B, T) mask: steps hidden
-            if once is not None:
-                once = ((active * keep[:, None, None] * self.once) @ chosen).astype(np.float32)  # their once part
         return RawBatch(torch.from_numpy(frames), torch.from_numpy(actions), torch.from_numpy(rewards),
-                        torch.from_numpy(terms), torch.from_numpy(events),
-                        None if once is None else torch.from_numpy(once))
+                        torch.from_numpy(terms), torch.from_numpy(events))
 
     def stream(self, start: int = 0, num_workers: int = 0, pin: bool = False) -> Iterator[RawBatch]:
         """Batches start, start+1, ... built ahead by `num_workers` threads (0: inline).

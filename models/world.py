@@ -50,15 +50,12 @@ class Batch:
     """(B, 1, H, W) bool or None: target pixels that are the starting weights' own estimate
     instead of the real frame's (`train.anchor`, set by the trainer; families without an anchor
     ignore it)."""
-    once: torch.Tensor | None = None
-    """(B, T, EVENT_DIM) or None: the part of `events` that comes from events acting once at their
-    onset (`train.anchor_once`)."""
 
     def to(self, device: torch.device | str) -> Batch:
         frames, actions, rewards, terminations, events, valid = (t.to(device, non_blocking=True) for t in (
             self.frames, self.actions, self.rewards, self.terminations, self.events, self.valid))
-        anchored, once = (None if t is None else t.to(device, non_blocking=True) for t in (self.anchored, self.once))
-        return Batch(frames, actions, rewards, terminations, events, valid, anchored, once)
+        anchored = None if self.anchored is None else self.anchored.to(device, non_blocking=True)
+        return Batch(frames, actions, rewards, terminations, events, valid, anchored)
 
 
 @dataclass

@@ -175,10 +175,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args)
     cfg = TrainConfig.parse(config["train"])
-    if (cfg.anchor or cfg.anchor_once) and not args.init:
-        name = "train.anchor" if cfg.anchor else "train.anchor_once"
-        raise UserError(f"{name} needs --init RUN: the model whose own answers it keeps "
-                        "(pass it again with --resume)")
+    if cfg.anchor and not args.init:
+        raise UserError("train.anchor needs --init RUN: the model whose own answers the rows outside "
+                        "the object windows keep (pass it again with --resume)")
     device = pick_device(args.device)
     state = None
     if has_run(args.out):
@@ -225,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
 
         tdist.destroy_process_group()
     if not trainer.finished:
-        init = f" --init {args.init}" if cfg.anchor or cfg.anchor_once else ""  # the anchor's teacher
+        init = f" --init {args.init}" if cfg.anchor else ""  # the anchor's teacher
         print(f"stopped early; continue with: python train.py fit --config {args.out} --data {args.data} "
               f"--out {args.out}{init} --resume")
         return 130
@@ -258,7 +257,7 @@ def build_trainer(args: argparse.Namespace, config: dict[str, Any], cfg: Any, st
     if args.init and state is None:
         warm_start(model, args.init, spec.name)
     anchor = None
-    if cfg.anchor or cfg.anchor_once:  # the frozen teacher: --init's weights, also when resuming
+    if cfg.anchor:  # the frozen teacher: --init's weights, also when resuming
         anchor = build_model(config, spec).to(device)
         warm_start(anchor, args.init, spec.name, announce=False)
     bank = event_bank()

@@ -182,18 +182,12 @@ class DiffusionWorldModel(nn.Module):
         self._graphs: dict[str, GraphedFunction] | None = None
         self._compiled: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
         self._compiled_presets: frozenset[str] | None = None  # None: every preset
-        self._anchor: list[Denoiser] = []  # train.anchor's frozen teacher; a list keeps it out of state_dict
 
     @classmethod
     def from_config(cls, config: dict[str, Any], spec: GameSpec) -> DiffusionWorldModel:
         return cls(DiffusionConfig.parse(config.get("model") or {}), spec.num_actions)
 
     # ----------------------------------------------------------------------------- training
-    def set_anchor(self, teacher: DiffusionWorldModel) -> None:
-        """Target pixels marked in a batch's `anchored` are `teacher`'s denoised estimates (train.anchor).
-        The teacher is frozen and never saved with this model."""
-        self._anchor = [teacher.denoiser.eval().requires_grad_(False)]
-
     def context_noise_level(self, bucket: torch.Tensor) -> torch.Tensor:
         """Noise std of each bucket index: (B,) long -> (B,) float."""
         n = self.cfg.context_noise_buckets
@@ -225,13 +219,7 @@ class DiffusionWorldModel(nn.Module):
             # Moving pixels over the last two context frames and the target (B, 1, H, W).
             weight = motion_weights(frames[:, -3:], self.cfg.edm.motion_weight,
                                     self.cfg.edm.motion_threshold)
-        teacher = None
-        if self._anchor and batch.anchored is not None:
-            anchor = self._anchor[0]
-            with torch.no_grad():  # the teacher's own embeddings of the same conditioning
-                anchor_prep = anchor.net.prepare(noisy_context, actions, bucket, events)
-            teacher = lambda x, s: anchor(x, s, anchor_prep)  # noqa: E731
-        denoise = self.edm_loss(self.denoiser, target, prep, weight, teacher, batch.anchored)  # (B,)
+        denoise = self.edm_loss(self.denoiser, target, prep, weight)  # (B,)
 
         logits = self.head(real_last, target, actions[:, -1]).float()  # the head learns real transitions
         reward_class = (batch.rewards[:, -1].sign() + 1).long()

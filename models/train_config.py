@@ -62,14 +62,6 @@ class TrainConfig:
     object_region: dict[str, Any] = field(default_factory=dict)
     """Where the object shows (windows.ObjectRegion): {rows: [top, bottom], cols: [left, right]}
     as fractions of the frame, and {channel, above}: some pixel there has that channel > above."""
-    anchor: bool = False
-    """Learning without forgetting (Li & Hoiem 2016) for a fine-tune that teaches the object:
-    every row of a batch that is not an object window learns the `--init` weights' own denoised
-    estimate (same noisy input, same conditioning) instead of the real frame, except around the
-    object's pixels (windows.RawBatch.anchor_mask), where it still learns the real one. At the
-    first step those pixels give no gradient at all, so the object steers Adam; they pull back
-    only as far as the weights drift from what the starting model drew. Mixed in with real
-    targets, the object teaches nothing (docs/RESULTS.md). Needs `--init` and object_fraction > 0."""
     stages: tuple[str, ...] = ()
     """Named stages run in order via model.set_stage(name), each with a fresh optimizer."""
     stage_steps: tuple[int, ...] = ()
@@ -109,9 +101,6 @@ class TrainConfig:
         if cfg.object_fraction > 0 and not cfg.object_region:
             raise ConfigError("train.object_fraction needs train.object_region: where the object shows")
         ObjectRegion.parse(cfg.object_region)  # checks the keys and ranges now, not at the first batch
-        if cfg.anchor and cfg.object_fraction <= 0:
-            raise ConfigError("train.anchor keeps the starting model's answers outside the object windows; "
-                              "it needs train.object_fraction > 0")
         if not 0 <= cfg.event_noise <= 4:
             raise ConfigError("train.event_noise must be in [0, 4] (a noise-to-signal norm ratio)")
         if any(not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 <= w <= 100

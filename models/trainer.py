@@ -63,7 +63,7 @@ class Trainer:
     def __init__(self, model: nn.Module, config: dict[str, Any], spec: GameSpec, recs: Recordings,
                  train: list[int], held: list[int], event_bank: dict[str, np.ndarray],
                  start: tuple[torch.Tensor, torch.Tensor], run_dir: str | Path, device: torch.device,
-                 progress: bool = True, anchor: nn.Module | None = None) -> None:
+                 progress: bool = True) -> None:
         self.model, self.config, self.spec = model, config, spec
         self.cfg = TrainConfig.parse(config.get("train"))
         self.device, self.run_dir, self.progress = device, Path(run_dir), progress
@@ -102,12 +102,6 @@ class Trainer:
             self.event_means[name] = (mean / max(float(np.linalg.norm(mean)), 1e-8)).astype(np.float32)
         self.events_trained = recs.trained_events(train)
         self.ema = EMA(model, self.cfg.ema_decay)
-        if self.cfg.anchor:  # after the EMA copy, so that it holds no second teacher
-            set_anchor = getattr(model, "set_anchor", None)
-            if anchor is None or set_anchor is None:
-                raise UserError("train.anchor needs the --init model, and a family that can learn "
-                                f"from it (diffusion); got {config.get('family')}")
-            set_anchor(anchor)
         self.step = self.stage = self.stage_step = 0
         self.train_seconds = 0.0
         self.data_seconds = 0.0
@@ -231,7 +225,6 @@ class Trainer:
         bad_run = torch.zeros((), device=device)  # non-finite steps in a row, on the device
         smooth: torch.Tensor | None = None  # smoothed loss, on the device
         tick = time.perf_counter()
-        region = cfg.region
         self.model.train()
         while self.stage_step < steps and not self._should_stop(flag):
             lr = cfg.lr * min(1.0, (self.stage_step + 1) / max(cfg.warmup_steps, 1))
@@ -241,8 +234,6 @@ class Trainer:
             raw = next(stream)
             self.data_seconds += time.perf_counter() - waited  # the step stood idle for its batch
             batch = raw.to_batch(device)
-            if cfg.anchor and region is not None:  # rows other than object windows learn --init's answers
-                batch.anchored = raw.anchor_mask(region).to(device)
             with autocast:
                 loss, logs = loss_fn(batch)
             optimizer.zero_grad(set_to_none=True)

@@ -73,16 +73,6 @@ class ObjectRegion:
         patch = np.asarray(frames[:, self.channel, top:bottom, left:right])  # (N, h, w)
         return patch.reshape(len(patch), -1).max(1, initial=0) > self.above
 
-    def pixels(self, frames: np.ndarray) -> np.ndarray:
-        """(N, 3, R, R) uint8 frames -> (N, R, R) bool: the region's pixels that pass the test
-        (the object's, in a clear frame; in a frame under a look event, whatever else passes)."""
-        r = frames.shape[-1]
-        top, bottom = (round(f * r) for f in self.rows)
-        left, right = (round(f * r) for f in self.cols)
-        out = np.zeros((len(frames), r, r), bool)
-        out[:, top:bottom, left:right] = np.asarray(frames[:, self.channel, top:bottom, left:right]) > self.above
-        return out
-
 
 @dataclass
 class RawBatch:
@@ -102,24 +92,6 @@ class RawBatch:
                      rewards=self.rewards.to(device, non_blocking=True),
                      terminations=self.terminations.to(device, non_blocking=True),
                      events=self.events.to(device, non_blocking=True), valid=valid)
-
-    def object_rows(self, region: ObjectRegion) -> torch.Tensor:
-        """(B,) bool: the rows that are object windows (WindowSampler's test, on this batch): the
-        object in all T+1 frames and no event vector on in the T steps."""
-        b, t1 = self.frames.shape[:2]
-        shown = region.in_play(self.frames.flatten(0, 1).numpy()).reshape(b, t1).all(1)  # (B,)
-        clear = ~self.events.flatten(1).any(1)  # (B,): zeros while no event is on
-        return torch.from_numpy(shown) & clear
-
-    def anchor_mask(self, region: ObjectRegion) -> torch.Tensor:
-        """(B, 1, R, R) bool: the target pixels that `train.anchor` hands to the teacher. All of a
-        row, except in object windows (none) and around the object's pixels in the target frame
-        (3x3 around each): the teacher never drew the object, and its answer there would teach
-        the object away wherever it flies under an event."""
-        last = self.frames[:, -1].numpy()  # (B, 3, R, R): the frame each row denoises
-        near = torch.from_numpy(region.pixels(last))[:, None].float()  # (B, 1, R, R)
-        near = torch.nn.functional.max_pool2d(near, 3, stride=1, padding=1) > 0
-        return ~self.object_rows(region)[:, None, None, None] & ~near
 
     def pin_memory(self) -> RawBatch:
         return RawBatch(*(t.pin_memory() for t in (self.frames, self.actions, self.rewards,

@@ -46,16 +46,10 @@ class Batch:
     embeddings of the active events; zeros when none; `HIDDEN_EVENT` where dropout hid them)."""
     valid: torch.Tensor
     """(B, T+1) bool: False for padding frames before an episode's first frame."""
-    anchored: torch.Tensor | None = None
-    """(B, 1, H, W) bool or None: target pixels that are the starting weights' own estimate
-    instead of the real frame's (`train.anchor`, set by the trainer; families without an anchor
-    ignore it)."""
 
     def to(self, device: torch.device | str) -> Batch:
-        frames, actions, rewards, terminations, events, valid = (t.to(device, non_blocking=True) for t in (
-            self.frames, self.actions, self.rewards, self.terminations, self.events, self.valid))
-        anchored = None if self.anchored is None else self.anchored.to(device, non_blocking=True)
-        return Batch(frames, actions, rewards, terminations, events, valid, anchored)
+        return Batch(*(t.to(device, non_blocking=True) for t in (
+            self.frames, self.actions, self.rewards, self.terminations, self.events, self.valid)))
 
 
 @dataclass

@@ -1,28 +1,20 @@
 """train.object_fraction: a share of each batch from clear windows where a small object (Breakout's
-ball) is in play in every frame, found by `train.object_region`'s pixel test; train.anchor: the
-other rows learn the --init model's own answers."""
+ball) is in play in every frame, found by `train.object_region`'s pixel test."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import load_file
 
 import train
 from engine.dataset import open_dataset
 from engine.errors import UserError
-from models.checkpoint import load_run
 from models.config import ConfigError
 from models.data import Recordings
 from models.text import load_event_bank
 from models.train_config import TrainConfig
 from models.windows import ObjectRegion, WindowSampler
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "assets" / "configs" / "breakout-diffusion.yaml")
-TINY = ["--set", "preset=tiny", "--device", "cpu", "--no-progress"]
 # The ball's band in assets/configs/breakout-diffusion.yaml: below the brick wall, above the paddle.
 BALL = {"rows": [0.47, 0.875], "cols": [0.0625, 0.9375], "channel": 0, "above": 60}
 
@@ -87,56 +79,3 @@ def test_object_settings_are_checked(recs: Recordings) -> None:
     never = ObjectRegion.parse({**BALL, "above": 254})
     with pytest.raises(UserError, match="no training window"):
         WindowSampler(recs, [0], 4, 8, load_event_bank("train"), object_fraction=0.5, object_region=never)
-
-
-def test_anchored_pixels_learn_the_starting_models_answers(recs: Recordings, tmp_path: Path) -> None:
-    """Anchored target pixels are the teacher's estimate: with the teacher a copy of the model they
-    cost nothing. The mask spares object windows and the object's pixels in every other row."""
-    root = str(recs.root)
-    base = tmp_path / "base"
-    assert train.main(["fit", "--config", CONFIG, "--data", root, "--out", str(base), "--steps", "2", *TINY]) == 0
-    model, teacher = load_run(base).model, load_run(base).model
-    model.set_anchor(teacher)
-    model.train()
-    region = ObjectRegion.parse(BALL)
-    sampler = WindowSampler(recs, list(range(len(recs.episodes))), model.train_window, 16,
-                            load_event_bank("train"), seed=1, object_fraction=0.5, object_region=region)
-    raw = sampler.batch(0)
-    rows = raw.object_rows(region)
-    shown = region.in_play(raw.frames.flatten(0, 1).numpy()).reshape(16, -1).all(1)
-    assert 0 < int(rows.sum()) < 16 and not (rows.numpy() & ~shown).any()
-    mask = raw.anchor_mask(region)  # (16, 1, 64, 64)
-    assert not mask[rows].any() and mask[~rows].float().mean() > 0.95
-    ball = torch.from_numpy(region.pixels(raw.frames[:, -1].numpy()))  # (16, 64, 64)
-    assert ball[~rows].any() and not (mask[:, 0] & ball).any()  # the ball's pixels keep the real target
-
-    def denoise(anchored: torch.Tensor | None) -> float:
-        batch = raw.to_batch("cpu")
-        batch.anchored = anchored
-        torch.manual_seed(0)  # the same noise levels and noise for each call
-        return float(model.loss(batch)[1]["loss/denoise"])
-
-    plain, mixed = denoise(None), denoise(mask)
-    assert denoise(torch.ones(16, 1, 64, 64, dtype=torch.bool)) < 1e-10
-    assert 0 < mixed < plain, (mixed, plain)
-
-
-def test_anchor_fine_tunes_from_init_and_says_what_it_needs(recs: Recordings, tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    root, base = str(recs.root), tmp_path / "base"
-    assert train.main(["fit", "--config", CONFIG, "--data", root, "--out", str(base), "--steps", "2", *TINY]) == 0
-    aim = ["--set", "train.anchor=true", "--set", "train.object_fraction=0.5",
-           "--set", "train.object_region=" + str(BALL), "--set", "train.ema_decay=0"]
-    out = tmp_path / "anchored"
-    assert train.main(["fit", "--config", str(base), "--init", str(base), "--data", root, "--out", str(out),
-                       "--steps", "2", *TINY, *aim]) == 0
-    before, after = load_file(str(base / "model.safetensors")), load_file(str(out / "model.safetensors"))
-    assert set(before) == set(after)  # the teacher is not saved with the model
-    assert any(not torch.equal(after[k], before[k]) for k in after)
-    capsys.readouterr()
-    assert train.main(["fit", "--config", str(base), "--data", root, "--out", str(tmp_path / "x"),
-                       "--steps", "2", *TINY, *aim]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "train.anchor needs --init" in err[0], err
-    with pytest.raises(ConfigError, match="needs train.object_fraction > 0"):
-        TrainConfig.parse({"anchor": True})

@@ -175,9 +175,6 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args)
     cfg = TrainConfig.parse(config["train"])
-    if cfg.anchor and not args.init:
-        raise UserError("train.anchor needs --init RUN: the model whose own answers the rows outside "
-                        "the object windows keep (pass it again with --resume)")
     device = pick_device(args.device)
     state = None
     if has_run(args.out):
@@ -224,9 +221,8 @@ def run(args: argparse.Namespace) -> int:
 
         tdist.destroy_process_group()
     if not trainer.finished:
-        init = f" --init {args.init}" if cfg.anchor else ""  # the anchor's teacher
         print(f"stopped early; continue with: python train.py fit --config {args.out} --data {args.data} "
-              f"--out {args.out}{init} --resume")
+              f"--out {args.out} --resume")
         return 130
     return 0
 
@@ -256,10 +252,6 @@ def build_trainer(args: argparse.Namespace, config: dict[str, Any], cfg: Any, st
     model: Any = build_model(config, spec).to(device)
     if args.init and state is None:
         warm_start(model, args.init, spec.name)
-    anchor = None
-    if cfg.anchor:  # the frozen teacher: --init's weights, also when resuming
-        anchor = build_model(config, spec).to(device)
-        warm_start(anchor, args.init, spec.name, announce=False)
     bank = event_bank()
     recs = Recordings(dataset, int(model.resolution), sorted(bank), progress=not args.no_progress)
     train, held = split_episodes(len(recs.episodes), cfg.holdout_fraction)
@@ -268,7 +260,7 @@ def build_trainer(args: argparse.Namespace, config: dict[str, Any], cfg: Any, st
     config["data"] = describe(recs, train, held)
     start = recs.start_contexts(int(model.context_frames), 8, train)
     return Trainer(model, config, spec, recs, train, held, bank, start, args.out, device,
-                   progress=not args.no_progress, anchor=anchor)
+                   progress=not args.no_progress)
 
 
 def check_out_dir(out: Path) -> None:
@@ -286,7 +278,7 @@ def check_out_dir(out: Path) -> None:
         raise UserError(f"cannot write the run into {out}: {err.strerror or err}") from None
 
 
-def warm_start(model: Any, run_dir: str, game: str, announce: bool = True) -> None:
+def warm_start(model: Any, run_dir: str, game: str) -> None:
     """Copy the (EMA) weights of `run_dir` into `model`; the architectures must match exactly."""
     from engine.errors import UserError
     from models.checkpoint import load_run
@@ -297,8 +289,7 @@ def warm_start(model: Any, run_dir: str, game: str, announce: bool = True) -> No
     if mismatched:
         raise UserError(f"--init {run_dir} has another architecture (first differing weight: {mismatched[0]})")
     model.load_state_dict(source)
-    if announce:
-        print(f"initialised from {run_dir}")
+    print(f"initialised from {run_dir}")
 
 
 def event_bank() -> dict[str, Any]:

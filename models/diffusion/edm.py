@@ -8,7 +8,6 @@ EDM's weighted loss lambda(sigma) ||D(x + n) - x||^2 with lambda = 1 / c_out^2.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -100,12 +99,8 @@ class EDMLoss:
         self.cfg = cfg
 
     def __call__(self, denoiser: Denoiser, clean: torch.Tensor, prep: Prepared,
-                 weight: torch.Tensor | None = None,
-                 teacher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 anchored: torch.Tensor | None = None) -> torch.Tensor:
-        """clean: (B, 3, H, W) target frames; weight: optional (B, 1, H, W) per-pixel weights;
-        teacher: (noisy (B, 3, H, W), sigma (B,)) -> another denoiser's D estimate, which
-        replaces `clean` as the target where `anchored` (B, 1, H, W) bool is set (train.anchor).
+                 weight: torch.Tensor | None = None) -> torch.Tensor:
+        """clean: (B, 3, H, W) target frames; weight: optional (B, 1, H, W) per-pixel weights.
         Returns the per-sample loss (B,)."""
         b = clean.shape[0]
         sigma = (self.cfg.p_mean + self.cfg.p_std * torch.randn(b, device=clean.device)).exp()
@@ -117,13 +112,6 @@ class EDMLoss:
             noise = noise + self.cfg.offset_noise * torch.randn(b, clean.shape[1], 1, 1,
                                                                 device=clean.device)
         noisy = clean + sigma[:, None, None, None] * noise
-        if teacher is not None and anchored is not None:
-            # Same noisy input and level: the row learns what the teacher makes of it (Li & Hoiem
-            # 2016). The teacher runs on every row: asking whether any row is anchored would make
-            # the host wait for the GPU each step.
-            with torch.no_grad():
-                estimate = teacher(noisy, sigma).to(clean.dtype)
-            clean = torch.where(anchored, estimate, clean)
         c_skip, c_out, c_in, c_noise = denoiser.scalings(sigma)
         out = denoiser.net(c_in * noisy, c_noise, prep)
         # F's target, so that c_skip x + c_out F = clean; MSE on it is lambda-weighted MSE on D.

@@ -1,5 +1,6 @@
 """The `train:` section of a config (`TrainConfig`): optimizer, schedule, which windows each
-batch draws (models/windows.py) and which weights train. Parsed once, checked before any data loads."""
+batch draws (models/windows.py) and which weights train. `parse` checks every value, so that
+`train.py fit` refuses a bad setting before any data loads."""
 
 from __future__ import annotations
 

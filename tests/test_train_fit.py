@@ -409,7 +409,6 @@ def test_event_noise_keeps_each_vector_a_unit_vector_near_its_paraphrase(data: P
     """train.event_noise perturbs each drawn paraphrase embedding (held-out wordings lie further
     from an event's cluster than training ones) and renormalises it; windows and draws stay put."""
     from models.text import load_event_bank
-    from models.train_config import TrainConfig
 
     bank = load_event_bank("train")
     recs = Recordings(open_dataset(data), 64, sorted(bank), progress=False)

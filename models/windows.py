@@ -131,11 +131,11 @@ class WindowSampler:
             object is in play in every frame and no event is on (weather drawn over the region
             would pass its pixel test), after the reward windows. A one-step sampler draws the
             target from noise level 5 with no copy of it to lean on: it must carry Breakout's
-            ball on from the context frames, which the shipped recipe never taught (the ball is
+            ball on from the context frames, which the usual recipe never teaches (the ball is
             in flight in 16% of the clear 4-step windows of data/breakout). Measured on the CPU,
-            a ball-only stage (1.0, with model.edm.high_sigma_fraction 1.0) teaches it and a
-            0.6 share mixed with the rest does not; docs/RESULTS.md, "Teaching the ball with
-            `train.object_fraction`".
+            a ball-only stage (1.0, with model.edm.high_sigma_fraction 1.0) teaches it, a 0.6
+            share mixed with the rest from the start does not, and a 0.4 share after the
+            ball-only stage keeps most of it; docs/RESULTS.md, "A ball stage, then the mix".
         object_region: the `ObjectRegion` that says where the object is in play.
     """
 

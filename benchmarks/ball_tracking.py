@@ -14,6 +14,11 @@ measured), the benchmark reports:
 2. **Open-loop rollouts, by sampler preset**: the share of windows where the generated frame
    holds the ball at the real ball's pixel (within one pixel) at each step, with the recorded
    actions; and the share where it draws a ball anywhere in the band.
+3. **Closed loop** (`--closed-loop N`): N steps of the model drawing from its own frames, as in
+   play, from windows whose last context frame shows the ball; at steps 1, 2, 4, ... N the share
+   of windows with a ball anywhere in the band and the band's brightest red, beside the same for
+   the real frames (the real ball leaves the band when it climbs into the wall or is missed).
+   A ball that fades step by step shows here, not in the four open-loop steps.
 
 "Drawn" means the red channel there reaches half the real ball's peak.
 
@@ -28,6 +33,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +51,7 @@ from models.world import EVENT_DIM  # noqa: E402
 SIGMAS = (0.1, 0.3, 0.7, 1.5, 5.0)
 PRESENT = 60  # red level (0-255) above which a band pixel holds the ball at 64x64 (its peak: ~90)
 PADDLE_TOP = 189 / 210  # the paddle's first row as a share of the Atari frame's height
+BALL_PIXELS = 6  # a ball at 64x64 covers 1-2 pixels, 4 when it straddles a pixel edge in both axes
 WALL = 4  # side-wall columns left out at 64x64 (8 of 160 in the Atari frame)
 
 
@@ -73,6 +80,57 @@ def at_spot(frames: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> tor
     return near.amax(1)
 
 
+def ball_like(frames: torch.Tensor, band: tuple[int, int], threshold: float) -> torch.Tensor:
+    """(...,) bool: the band of (..., 3, R, R) frames (0-255) holds a ball, a compact bright spot:
+    its red passes `threshold` somewhere, at no more than BALL_PIXELS pixels (a sampler's red
+    speckles pass it all over the band)."""
+    bright = (frames[..., 0, band[0]: band[1], WALL:-WALL] > threshold).sum((-2, -1))
+    return (bright > 0) & (bright <= BALL_PIXELS)
+
+
+def closed_loop(model: Any, recs: Any, band: tuple[int, int], n: int, windows: int) -> dict[str, Any]:
+    """Ball presence over `n` closed-loop steps per sampler preset, beside the real frames'."""
+    C = int(model.context_frames)
+    picks: list[tuple[int, int]] = []
+    for e, ep in enumerate(recs.episodes):
+        for s in range(0, ep.num_steps - C - n, 7):
+            if np.asarray(ep.events[s: s + C + n]).any():
+                continue
+            seen, _, _ = locate(torch.from_numpy(np.array(ep.frames[s + C - 1])).float(), band)
+            if float(seen) > PRESENT:
+                picks.append((e, s))
+    if not picks:
+        raise UserError(f"no event-free stretch of {C + n} steps starts with the ball in flight")
+    picks = picks[:: max(1, len(picks) // windows)][:windows]
+    eps = recs.episodes
+    raw = torch.stack([torch.from_numpy(np.array(eps[e].frames[s: s + C + n])) for e, s in picks]).float()
+    actions = torch.stack([torch.from_numpy(np.asarray(eps[e].actions[s: s + C - 1 + n])) for e, s in picks]).long()
+    real_peak, _, _ = locate(raw[:, C:], band)  # (B, n)
+    half = float(real_peak[real_peak > PRESENT].mean()) / 2  # half the real ball's mean peak
+    real_ball = ball_like(raw[:, C:], band, half)  # (B, n)
+    steps = [t for t in (1, 2, 4, 8, 16, 32, 64, 128) if t <= n]
+    out: dict[str, Any] = {"windows": len(picks), "steps": steps, "threshold": round(half, 1),
+                           "real": [round(float(real_ball[:, t - 1].float().mean()), 3) for t in steps],
+                           "real_red": [round(float(real_peak[:, t - 1].mean()), 1) for t in steps]}
+    print(f"closed loop, {len(picks)} windows, steps {steps}: share with a ball in the band (1-{BALL_PIXELS} pixels "
+          f"of red > {half:.0f}), "
+          f"mean brightest red there")
+    print(f"  {'real':<9} " + " ".join(f"{v:.2f}" for v in out["real"]) + "   red " + " ".join(f"{v:.0f}" for v in out["real_red"]))
+    events = torch.zeros(len(picks), C - 1 + n, EVENT_DIM)
+    for name in model.sampler_presets:
+        model.set_sampler(name)
+        with torch.no_grad():
+            frames, _, _ = rollout(model, raw[:, :C] / 127.5 - 1, actions, events, n, torch.Generator().manual_seed(0))
+        frames = (frames + 1) * 127.5  # (B, n, 3, R, R)
+        peak, _, _ = locate(frames, band)  # (B, n)
+        drawn = ball_like(frames, band, half)
+        share = [round(float(drawn[:, t - 1].float().mean()), 3) for t in steps]
+        red = [round(float(peak[:, t - 1].mean()), 1) for t in steps]
+        out[name] = {"ball": share, "red": red}
+        print(f"  {name:<9} " + " ".join(f"{v:.2f}" for v in share) + "   red " + " ".join(f"{v:.0f}" for v in red))
+    return out
+
+
 def main() -> int:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, metavar="RUN", help="a Breakout diffusion model run directory")
@@ -80,10 +138,12 @@ def main() -> int:
     p.add_argument("--windows", type=int, default=48, help="context windows (default 48)")
     p.add_argument("--horizon", type=int, default=4,
                    help="open-loop steps (default 4: with the 4 context frames, most flights are 10-14 steps)")
+    p.add_argument("--closed-loop", type=int, default=0, metavar="N",
+                   help="also roll N steps in closed loop with each preset (default 0: skip; try 32)")
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args()
-    if args.windows < 1 or args.horizon < 1:
-        raise UserError("--windows and --horizon must be >= 1")
+    if args.windows < 1 or args.horizon < 1 or args.closed_loop < 0:
+        raise UserError("--windows and --horizon must be >= 1, --closed-loop >= 0")
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise UserError(f"--json {args.json}: no such directory")
     run, recs = open_breakout(args.checkpoint, args.data, "Breakout's ball")
@@ -145,6 +205,8 @@ def main() -> int:
                         "anywhere": [round(float(v), 3) for v in drawn]}
         print(f"  {name:<9} ball at the real spot, steps 1-{H}: " + " ".join(f"{v:.2f}" for v in hit)
               + "   a ball anywhere: " + " ".join(f"{v:.2f}" for v in drawn))
+    if args.closed_loop:
+        result["closed_loop"] = closed_loop(model, recs, band, args.closed_loop, args.windows)
     if args.json:
         write_atomic(Path(args.json), (json.dumps(result, indent=1) + "\n").encode(), durable=False)
         print(f"wrote {args.json}")

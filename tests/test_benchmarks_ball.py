@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +25,7 @@ def test_ball_tracking_finds_the_ball_and_scores_each_sampler(tmp_path: Path) ->
                        "--max-steps", "300", "--no-audio", "--out", str(data)]) == 0
     out = tmp_path / "ball.json"
     proc = run("--checkpoint", str(ROOT / "checkpoints" / "breakout-diffusion"), "--data", str(data),
-               "--windows", "3", "--horizon", "2", "--json", str(out))
+               "--windows", "3", "--horizon", "2", "--closed-loop", "4", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert 1 <= result["windows"] <= 3 and 70 < result["real_peak"] < 200  # the ball, not a brick
@@ -35,6 +37,23 @@ def test_ball_tracking_finds_the_ball_and_scores_each_sampler(tmp_path: Path) ->
     for name in ("fast", "balanced", "quality"):
         assert len(result[name]["at_ball"]) == 2 and len(result[name]["anywhere"]) == 2
         assert all(a <= 1.0 for a in result[name]["at_ball"])
+    closed = result["closed_loop"]
+    assert closed["steps"] == [1, 2, 4] and 1 <= closed["windows"] <= 3
+    assert closed["real_red"][0] > 40  # every window starts with the ball in flight: it is still there
+    for name in ("real", "fast", "balanced", "quality"):
+        shares = closed[name] if name == "real" else closed[name]["ball"]
+        assert len(shares) == 3 and all(0.0 <= v <= 1.0 for v in shares)
+
+
+def test_a_ball_is_a_compact_spot_not_a_spray_of_speckles() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from ball_tracking import ball_like
+
+    band = (30, 55)
+    frames = torch.zeros(3, 3, 64, 64)
+    frames[1, 0, 40, 20:22] = 90.0  # a ball: two bright pixels
+    frames[2, 0, 32:54:2, 6:58:4] = 90.0  # speckles over the whole band
+    assert ball_like(frames, band, 45.0).tolist() == [False, True, False]
 
 
 def test_ball_tracking_refuses_other_games(tmp_path: Path) -> None:

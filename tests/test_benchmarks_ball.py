@@ -25,7 +25,7 @@ def test_ball_tracking_finds_the_ball_and_scores_each_sampler(tmp_path: Path) ->
                        "--max-steps", "300", "--no-audio", "--out", str(data)]) == 0
     out = tmp_path / "ball.json"
     proc = run("--checkpoint", str(ROOT / "checkpoints" / "breakout-diffusion"), "--data", str(data),
-               "--windows", "3", "--horizon", "2", "--closed-loop", "4", "--json", str(out))
+               "--windows", "3", "--horizon", "2", "--long", "4", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert 1 <= result["windows"] <= 3 and 70 < result["real_peak"] < 200  # the ball, not a brick
@@ -37,11 +37,11 @@ def test_ball_tracking_finds_the_ball_and_scores_each_sampler(tmp_path: Path) ->
     for name in ("fast", "balanced", "quality"):
         assert len(result[name]["at_ball"]) == 2 and len(result[name]["anywhere"]) == 2
         assert all(a <= 1.0 for a in result[name]["at_ball"])
-    closed = result["closed_loop"]
-    assert closed["steps"] == [1, 2, 4] and 1 <= closed["windows"] <= 3
-    assert closed["real_red"][0] > 40  # every window starts with the ball in flight: it is still there
+    long = result["long_rollout"]
+    assert long["steps"] == [1, 2, 4] and 1 <= long["windows"] <= 3
+    assert long["real_red"][0] > 40  # every window starts with the ball in flight: it is still there
     for name in ("real", "fast", "balanced", "quality"):
-        shares = closed[name] if name == "real" else closed[name]["ball"]
+        shares = long[name] if name == "real" else long[name]["ball"]
         assert len(shares) == 3 and all(0.0 <= v <= 1.0 for v in shares)
 
 

@@ -15,10 +15,11 @@ measured), the benchmark reports:
    holds the ball at the real ball's pixel (within one pixel) at each step, with the recorded
    actions; and the share where it draws a ball anywhere in the band.
 3. **Long rollouts** (`--long N`): N open-loop steps, most of them drawn from the model's own
-   frames alone (the real context has scrolled out after 4), as in play, from windows whose last context frame shows the ball; at steps 1, 2, 4, 8, ... and N
-   the share of windows whose band holds a ball (a compact spot of 1-6 pixels, not a sampler's
-   spray of speckles) and the band's brightest red, beside the same for the real frames (the
-   real ball leaves the band when it climbs into the wall or is missed).
+   frames alone (the real context has scrolled out after 4), as in play, from windows whose
+   last context frame shows the ball; at steps 1, 2, 4, 8, ... and N the share of windows whose
+   band holds a ball (a compact spot of 1-6 pixels, not a sampler's spray of speckles) and the
+   band's brightest red, beside the same for the real frames (the real ball leaves the band
+   when it climbs into the wall or is missed).
    A ball that fades step by step shows here, not in the four open-loop steps.
 
 "Drawn" means the red channel there reaches half the real ball's peak.
@@ -89,6 +90,13 @@ def ball_like(frames: torch.Tensor, band: tuple[int, int], threshold: float) -> 
     return (bright > 0) & (bright <= BALL_PIXELS)
 
 
+def stack_windows(eps: Any, picks: list[tuple[int, int]], c: int, h: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames (B, c+h, 3, R, R) float 0-255 and actions (B, c-1+h) of the windows (episode, start)."""
+    frames = torch.stack([torch.from_numpy(np.array(eps[e].frames[s: s + c + h])) for e, s in picks]).float()
+    actions = torch.stack([torch.from_numpy(np.asarray(eps[e].actions[s: s + c - 1 + h])) for e, s in picks]).long()
+    return frames, actions
+
+
 def long_rollout(model: Any, recs: Any, band: tuple[int, int], n: int, windows: int) -> dict[str, Any]:
     """Ball presence over `n`-step rollouts per sampler preset, beside the real frames'."""
     C = int(model.context_frames)
@@ -103,9 +111,7 @@ def long_rollout(model: Any, recs: Any, band: tuple[int, int], n: int, windows: 
     if not picks:
         raise UserError(f"no event-free stretch of {C + n} steps starts with the ball in flight")
     picks = picks[:: max(1, len(picks) // windows)][:windows]
-    eps = recs.episodes
-    raw = torch.stack([torch.from_numpy(np.array(eps[e].frames[s: s + C + n])) for e, s in picks]).float()
-    actions = torch.stack([torch.from_numpy(np.asarray(eps[e].actions[s: s + C - 1 + n])) for e, s in picks]).long()
+    raw, actions = stack_windows(recs.episodes, picks, C, n)
     real_peak, _, _ = locate(raw[:, C:], band)  # (B, n)
     shown = real_peak[real_peak > PRESENT]
     half = (float(shown.mean()) if len(shown) else 2 * PRESENT) / 2  # half the real ball's mean peak
@@ -164,9 +170,7 @@ def main() -> int:
     if not picks:
         raise UserError(f"no event-free window of {args.data} keeps the ball in flight for {C + H} steps")
     picks = picks[:: max(1, len(picks) // args.windows)][: args.windows]
-    eps = recs.episodes
-    raw = torch.stack([torch.from_numpy(np.array(eps[e].frames[s: s + C + H])) for e, s in picks]).float()
-    actions = torch.stack([torch.from_numpy(np.asarray(eps[e].actions[s: s + C - 1 + H])) for e, s in picks]).long()
+    raw, actions = stack_windows(recs.episodes, picks, C, H)
     context, B = raw[:, :C] / 127.5 - 1, len(picks)  # (B, C, 3, R, R) in [-1, 1]
     peak, rows, cols = locate(raw[:, C:], band)  # (B, H) each: the real ball at every step
     result: dict[str, object] = {"checkpoint": args.checkpoint, "windows": B, "band_rows": list(band),

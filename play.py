@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-episodes", type=int, default=None, metavar="N",
                      help="stop after N finished episodes")
     run.add_argument("--autopilot", choices=("random", "scripted"), default=None,
-                     help="let a player choose the actions (default when --headless: random)")
+                     help="let a player choose the actions (default when --headless: random); "
+                          "scripted plays Breakout, Pong and CarRacing from the real game's state, "
+                          "and neural Breakout from the pixels (others: random)")
     run.add_argument("--json", metavar="FILE", help="write the run summary (steps, returns, ms) as JSON")
     show = p.add_argument_group("window, sound, model")
     show.add_argument("--scale", type=int, default=None, metavar="K", help="integer zoom (default: fit the screen)")

@@ -3,7 +3,8 @@
 `make_policy(kind, spec, seed)` returns a `Policy` (`reset()`, `act(frame, sim) -> int`).
 Scripted players read RAM (Breakout, Pong) or the car state (CarRacing) from the real
 simulators and make deliberate mistakes now and then (epsilon bursts) so that recorded data
-covers failures too. Given a simulator they cannot read (a world model), they play sticky-random.
+covers failures too. Given a simulator they cannot read (a world model), they play sticky-random, except the
+Breakout player, which then reads the frame.
 
 RAM addresses were found by regressing on-screen object positions against RAM bytes
 (tests/test_games_autopilot.py keeps them honest):
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from engine.breakout_view import read_breakout
 from engine.errors import UserError
 from engine.simulator import GameSpec, Simulator
 
@@ -76,7 +78,7 @@ class _Scripted:
     def readable(self, sim: Simulator) -> bool:  # overridden
         return False
 
-    def decide(self, sim: Any) -> int:  # overridden
+    def decide(self, frame: np.ndarray, sim: Any) -> int:  # overridden
         return 0
 
     def act(self, frame: np.ndarray, sim: Simulator) -> int:
@@ -89,7 +91,7 @@ class _Scripted:
         if self._burst_left > 0:
             self._burst_left -= 1
             return self._burst_action
-        return self.decide(sim)
+        return self.decide(frame, sim)
 
     def _a(self, meaning: str) -> int:
         return self.idx.get(meaning, 0)
@@ -100,26 +102,66 @@ def _has_ram(sim: Simulator) -> bool:
 
 
 class BreakoutPlayer(_Scripted):
-    """Keeps the paddle under the ball (led by its x velocity); FIRE when no ball is in play."""
+    """Keeps the paddle under the ball (led by its x velocity); FIRE when no ball is in play.
+
+    Reads the RAM of the real game; a world model (or `pixels=True`) is read from the frame
+    instead (engine/breakout_view.py), so neural Breakout gets the same player.
+    """
+
+    tolerance = 4 / 160
+    """Paddle-to-target distance (share of the width) within which the paddle rests."""
+
+    def __init__(self, spec: GameSpec, rng: np.random.Generator, pixels: bool = False) -> None:
+        super().__init__(spec, rng)
+        self.pixels = pixels
 
     def reset(self) -> None:
         super().reset()
-        self.prev_ball_x: int | None = None
+        self.prev_ball_x: float | None = None
         self.offset = 0.0
         self.t = 0
+        self.unseen = 0
+        self.target: float | None = None
 
     def readable(self, sim: Simulator) -> bool:
-        return _has_ram(sim)
+        return True
 
-    def decide(self, sim: Any) -> int:
-        ram = sim.ram()
+    def _serve(self) -> int:
+        """No ball in play: a fresh aim offset so rebound angles vary; alternate FIRE/NOOP."""
+        self.prev_ball_x = None
+        self.offset = float(self.rng.uniform(-5, 5))
+        return self._a("FIRE") if self.t % 2 else self._a("NOOP")
+
+    def decide_from_pixels(self, frame: np.ndarray) -> int:
+        seen = read_breakout(frame)
+        if seen.ball is None:
+            # A model's ball can fade for a step or two: keep heading for the last target.
+            self.unseen += 1
+            if self.unseen > 3 or self.target is None:
+                self.target = None
+                return self._serve()
+        else:
+            self.unseen = 0
+            x = seen.ball[0]
+            vx = 0.0 if self.prev_ball_x is None else x - self.prev_ball_x
+            self.prev_ball_x = x
+            self.target = x + 2.0 * vx + self.offset / 160
+        if seen.paddle_x is None:
+            return self._a("NOOP")
+        if seen.paddle_x < self.target - self.tolerance:
+            return self._a("RIGHT")
+        if seen.paddle_x > self.target + self.tolerance:
+            return self._a("LEFT")
+        return self._a("NOOP")
+
+    def decide(self, frame: np.ndarray, sim: Any) -> int:
         self.t += 1
+        if self.pixels or not _has_ram(sim):
+            return self.decide_from_pixels(frame)
+        ram = sim.ram()
         paddle, ball_x, ball_y = int(ram[72]), int(ram[99]), int(ram[101])
         if ball_y == 0:
-            self.prev_ball_x = None
-            # New serve: a fresh aim offset so rebound angles vary; alternate FIRE/NOOP.
-            self.offset = float(self.rng.uniform(-5, 5))
-            return self._a("FIRE") if self.t % 2 else self._a("NOOP")
+            return self._serve()
         vx = 0 if self.prev_ball_x is None else ball_x - self.prev_ball_x
         self.prev_ball_x = ball_x
         target = ball_x - 9.9 + 2.0 * vx + self.offset  # paddle-ram units aligned with the ball
@@ -143,7 +185,7 @@ class PongPlayer(_Scripted):
     def readable(self, sim: Simulator) -> bool:
         return _has_ram(sim)
 
-    def decide(self, sim: Any) -> int:
+    def decide(self, frame: np.ndarray, sim: Any) -> int:
         ram = sim.ram()
         paddle, ball_x, ball_y = int(ram[51]), int(ram[49]), int(ram[54])
         target = 115.0  # centre while no ball is in play
@@ -183,8 +225,8 @@ class GenericAtariPlayer(_Scripted):
     def readable(self, sim: Simulator) -> bool:
         return True
 
-    def decide(self, sim: Any) -> int:
-        return self.biased.act(np.empty(0), sim)
+    def decide(self, frame: np.ndarray, sim: Any) -> int:
+        return self.biased.act(frame, sim)
 
 
 class CarDriver(_Scripted):
@@ -203,7 +245,7 @@ class CarDriver(_Scripted):
     def readable(self, sim: Simulator) -> bool:
         return callable(getattr(sim, "car_state", None))
 
-    def decide(self, sim: Any) -> int:
+    def decide(self, frame: np.ndarray, sim: Any) -> int:
         st = sim.car_state()
         pts, n = st.waypoints, len(st.waypoints)
         off_road = float(np.linalg.norm(pts[st.nearest] - st.position)) > 6.0  # half width 6.7

@@ -1,0 +1,204 @@
+#!/usr/bin/env python
+"""Does neural Breakout play like Breakout? One player, the real game and the model, closed loop.
+
+Open-loop figures (`train.py eval`) start every rollout from real frames and feed recorded
+actions. Play is different: each frame is drawn from the model's own earlier frames and each
+action answers what the model drew. This benchmark lets the scripted Breakout player, reading
+positions from the pixels (engine/breakout_view.py), play `--steps` steps of the real game
+(its frames area-resized to the model's resolution, so the player sees what a model draws) and
+of the world model with each `--sampler` preset, and counts per 1,000 steps:
+
+- **ball seen**: share of frames with something red in the field (red above green by
+  BALL_REDNESS): the ball, or a model's speckles and ghosts;
+- **ball flying**: share of steps where it is seen in this frame and the last, moved as a ball
+  moves (up or down by 1-5 rows of 64, sideways by at most 5 columns);
+- **returns**: the ball coming down into the low field and going back up (off the paddle);
+- **bricks broken / regrown**: the bricks lost or gained where a brick-wide column of the wall
+  loses (gains) at least half a brick and stays so for two steps (a model's wall flickers from
+  frame to frame);
+- **points**: the game's rewards, or the model's predicted ones (its HUD score);
+- **points on a break / breaks scored**: the share of scoring steps with a brick break within
+  one step, and of breaks with a scoring step within one step: a score that moves when, and
+  only when, a brick disappears reads 1 / 1;
+- **ends**: episodes ended (the real game after its last life; the model by predicted termination).
+
+examples:
+  python benchmarks/neural_play.py --checkpoint checkpoints/breakout-diffusion
+  python benchmarks/neural_play.py --checkpoint RUN --steps 2000 --sampler fast quality --json play.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.autopilot import BreakoutPlayer  # noqa: E402
+from engine.breakout_view import BreakoutObjects, read_breakout  # noqa: E402
+from engine.errors import ArgumentParser, UserError, run_command  # noqa: E402
+from engine.files import write_atomic  # noqa: E402
+from engine.simulator import Simulator  # noqa: E402
+
+LOW_FIELD = 0.6  # a return turns below this share of the field's rows (the paddle is under it)
+RETURN_GAP = 6  # steps of sightings read on each side of a return
+RISE = 0.05  # a return's ball comes down and goes back up by at least this share of the height
+MAX_DX = 0.08  # a flying ball moves at most this share of the width (or height) per step (~0.03)
+MIN_DY = 0.01  # ... and at least this share of the height: it never flies level
+
+
+def play(sim: Simulator, small: Callable[[np.ndarray], np.ndarray], steps: int, seed: int,
+         pixels: bool = True) -> dict[str, Any]:
+    """`steps` steps of the scripted player on `sim`, reading the pixels (or with `pixels=False`
+    the real game's RAM); frames pass through `small` first.
+    Returns per-step views, rewards and episode boundaries for `score`."""
+    policy = BreakoutPlayer(sim.spec, np.random.default_rng(seed), pixels=pixels)
+    policy.reset()
+    frame = small(sim.reset(seed))
+    views: list[BreakoutObjects] = [read_breakout(frame)]
+    rewards: list[float] = []
+    starts = {0}  # indices into views where an episode begins: no change is read across them
+    ends = 0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        st = sim.step(policy.act(frame, sim))
+        frame = small(st.frame)
+        views.append(read_breakout(frame))
+        rewards.append(float(st.reward))
+        if st.terminated or st.truncated:
+            ends += 1
+            policy.reset()
+            frame = small(sim.reset(seed + ends))
+            starts.add(len(views))
+            views.append(read_breakout(frame))
+            rewards.append(0.0)
+    return {"views": views, "rewards": rewards, "starts": starts, "ends": ends,
+            "steps_per_s": steps / (time.perf_counter() - t0)}
+
+
+def count_returns(seen: list[tuple[int, float, float]]) -> int:
+    """Returns of the ball off the paddle in sightings (step, x, y): a sighting low in the field
+    that the sightings of the RETURN_GAP steps before it climb down to, and those after it climb
+    back up from, steadily (never back the other way, never a jump across the field) and by at
+    least RISE. A sampler's speckles jump about and a ghost of the ball stays put: neither counts."""
+    low = (96 + LOW_FIELD * (189 - 96)) / 210
+    count, last = 0, -RETURN_GAP - 1
+    for i, (t, _, y) in enumerate(seen):
+        if y < low or t - last <= RETURN_GAP:
+            continue
+        before = [s for s in seen[max(0, i - RETURN_GAP): i + 1] if s[0] >= t - RETURN_GAP]
+        after = [s for s in seen[i: i + RETURN_GAP + 1] if s[0] <= t + RETURN_GAP]
+        path = before + after[1:]
+        steady = all(abs(b[1] - a[1]) <= MAX_DX * (b[0] - a[0]) for a, b in zip(path, path[1:]))
+        down = np.diff([s[2] for s in before])
+        up = np.diff([s[2] for s in after])
+        if (steady and len(before) >= 3 and len(after) >= 3 and (down >= 0).all() and (up <= 0).all()
+                and y - before[0][2] >= RISE and y - after[-1][2] >= RISE):
+            count, last = count + 1, t
+    return count
+
+
+def score(run: dict[str, Any]) -> dict[str, float]:
+    """Per-1,000-step figures (module docstring) from `play`'s output."""
+    views: list[BreakoutObjects] = run["views"]
+    rewards = np.asarray(run["rewards"])
+    steps = len(rewards) - len(run["starts"]) + 1  # the rows added at a reset are not steps
+    per_k = 1000.0 / steps
+    wall = np.stack([v.wall for v in views])  # (views, 18) bricks per brick-wide column
+    change = np.zeros((len(rewards), 2, wall.shape[1]))  # (steps, the next two views, columns)
+    for t in range(len(rewards)):
+        d: list[np.ndarray] = []
+        for u in (t + 1, t + 2):
+            if u >= len(views) or u in run["starts"]:
+                break  # no change is read across a reset
+            d.append(wall[u] - wall[t])
+        change[t] = (d + d)[:2] if d else 0.0
+    # A break (regrowth) is a column losing (gaining) at least half a brick for two steps: a
+    # model's wall flickers from frame to frame, a real brick stays gone.
+    lost = np.where(change.max(1) <= -0.5, -change[:, 0], 0.0)  # (steps, columns)
+    gained = np.where(change.min(1) >= 0.5, change[:, 0], 0.0)
+    breaks = lost.sum(1) > 0
+    scoring = rewards > 0
+
+    def near(a: np.ndarray, b: np.ndarray) -> float:
+        """Share of True steps of a with a True step of b within one step; nan when a has none."""
+        if not a.any():
+            return float("nan")
+        b1 = b | np.roll(b, 1) | np.roll(b, -1)
+        return float((a & b1).sum() / a.sum())
+
+    seen = [(t, *v.ball) for t, v in enumerate(views) if v.ball is not None]
+    returns = count_returns(seen)
+    flying = sum(1 for a, b in zip(seen, seen[1:]) if b[0] == a[0] + 1 and b[0] not in run["starts"]
+                 and abs(b[1] - a[1]) <= MAX_DX and MIN_DY <= abs(b[2] - a[2]) <= MAX_DX)
+    return {
+        "ball_seen": float(np.mean([v.ball is not None for v in views])),
+        "ball_flying": flying / steps,
+        "returns": returns * per_k,
+        "bricks_broken": float(lost.sum() * per_k),
+        "bricks_regrown": float(gained.sum() * per_k),
+        "points": float(rewards[scoring].sum() * per_k),
+        "points_on_break": near(scoring, breaks),
+        "breaks_scored": near(breaks, scoring),
+        "ends": run["ends"] * per_k,
+        "steps_per_s": float(run["steps_per_s"]),
+    }
+
+
+def main() -> int:
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, metavar="RUN", help="a Breakout world model run directory")
+    p.add_argument("--steps", type=int, default=1000, help="steps played on each simulator (default 1000)")
+    p.add_argument("--sampler", nargs="+", metavar="PRESET", help="model sampler presets (default: the run's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first episode and of the player (default 0)")
+    p.add_argument("--device", default="cpu", help="where the model runs (default cpu)")
+    p.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    args = p.parse_args()
+    if args.steps < 10:
+        raise UserError("--steps must be >= 10")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise UserError(f"--json {args.json}: no such directory")
+
+    from engine.games import make_simulator
+    from models.data import resize_frames
+    from models.neural_sim import open_neural_simulator
+
+    neural = open_neural_simulator(args.checkpoint, device=args.device)
+    if neural.spec.name != "breakout":
+        raise UserError(f"{args.checkpoint} is a {neural.spec.name} model; this benchmark plays Breakout")
+    r = int(neural.model.resolution)
+
+    def small(frame: np.ndarray) -> np.ndarray:  # (H, W, 3) -> (R, R, 3), as the model sees the game
+        return resize_frames(frame[None], r)[0].transpose(1, 2, 0) if frame.shape[0] != r else frame
+
+    results: dict[str, Any] = {"checkpoint": args.checkpoint, "steps": args.steps, "seed": args.seed}
+    real = make_simulator("breakout", audio=False, seed=args.seed)
+    try:
+        results["real"] = score(play(real, small, args.steps, args.seed))
+    finally:
+        real.close()
+    for preset in args.sampler or [neural.sampler]:
+        neural.set_sampler(preset)
+        results[preset] = score(play(neural, small, args.steps, args.seed))
+
+    keys = [k for k in results["real"] if k != "steps_per_s"]
+    print(f"per 1,000 steps of the pixel-reading player ({args.steps} steps each)")
+    print(f"{'':<12}" + "".join(f"{k:>16}" for k in keys))
+    for name in ["real", *(args.sampler or [neural.sampler])]:
+        print(f"{name:<12}" + "".join(f"{results[name][k]:>16.2f}" for k in keys))
+    if args.json:
+        write_atomic(Path(args.json), json.dumps(results, indent=1).replace("NaN", "null").encode())
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))

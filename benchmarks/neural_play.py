@@ -10,9 +10,10 @@ of the world model with each `--sampler` preset, and counts per 1,000 steps:
 
 - **ball seen**: share of frames with something red in the field (red above green by
   BALL_REDNESS): the ball, or a model's speckles and ghosts;
-- **ball flying**: share of steps where it is seen in this frame and the last, moved as a ball
-  moves (up or down by 1-5 rows of 64, sideways by at most 5 columns);
-- **returns**: the ball coming down into the low field and going back up (off the paddle);
+- **ball flying**: share of steps that move the ball along a flight: seen on 4+ consecutive
+  steps, one way up or down by 3+ rows of 64, each move at most 5 rows and columns (ghosts
+  that flicker between fixed spots, and speckles, make no flight);
+- **returns**: a flight down into the low field, then within 4 steps a flight up (off the paddle);
 - **bricks broken / regrown**: the bricks lost or gained where a brick-wide column of the wall
   loses (gains) at least half a brick and stays so for two steps (a model's wall flickers from
   frame to frame);
@@ -49,10 +50,10 @@ from engine.files import write_atomic  # noqa: E402
 from engine.simulator import Simulator  # noqa: E402
 
 LOW_FIELD = 0.6  # a return turns below this share of the field's rows (the paddle is under it)
-RETURN_GAP = 6  # steps of sightings read on each side of a return
-RISE = 0.05  # a return's ball comes down and goes back up by at least this share of the height
-MAX_DX = 0.08  # a flying ball moves at most this share of the width (or height) per step (~0.03)
-MIN_DY = 0.01  # ... and at least this share of the height: it never flies level
+RETURN_GAP = 4  # steps from the end of a flight down to the start of the flight up
+FLIGHT_SIGHTINGS = 4  # a flight is seen on at least this many consecutive steps ...
+RISE = 0.05  # ... and climbs or falls by at least this share of the height (3 rows of 64)
+MAX_STEP = 0.08  # a flying ball moves at most this share of the width and height per step (~0.03)
 
 
 def play(sim: Simulator, small: Callable[[np.ndarray], np.ndarray], steps: int, seed: int,
@@ -84,26 +85,43 @@ def play(sim: Simulator, small: Callable[[np.ndarray], np.ndarray], steps: int, 
             "steps_per_s": steps / (time.perf_counter() - t0)}
 
 
-def count_returns(seen: list[tuple[int, float, float]]) -> int:
-    """Returns of the ball off the paddle in sightings (step, x, y): a sighting low in the field
-    that the sightings of the RETURN_GAP steps before it climb down to, and those after it climb
-    back up from, steadily (never back the other way, never a jump across the field) and by at
-    least RISE. A sampler's speckles jump about and a ghost of the ball stays put: neither counts."""
-    low = (96 + LOW_FIELD * (189 - 96)) / 210
-    count, last = 0, -RETURN_GAP - 1
-    for i, (t, _, y) in enumerate(seen):
-        if y < low or t - last <= RETURN_GAP:
+Sighting = tuple[int, float, float]
+"""(step, x, y) of the ball, x and y as shares of the frame."""
+
+
+def flights(seen: list[Sighting]) -> list[list[Sighting]]:
+    """Split sightings into flights: runs on consecutive steps, each move at a ball's speed (at
+    most MAX_STEP across and down), one way up or down, at least FLIGHT_SIGHTINGS long and RISE
+    high. A sampler's speckles jump about, and ghosts of the ball that flicker between a few
+    fixed spots turn back at every step: neither makes a flight."""
+    out: list[list[Sighting]] = []
+    run: list[Sighting] = []
+    sign = 0.0
+    for s in seen:
+        if run:
+            p = run[-1]
+            dy = s[2] - p[2]
+            ok = (s[0] == p[0] + 1 and abs(s[1] - p[1]) <= MAX_STEP and abs(dy) <= MAX_STEP
+                  and dy * sign >= 0)
+            if ok:
+                run.append(s)
+                sign = sign or float(np.sign(dy))
+                continue
+            out.append(run)
+            # A bounce turns the ball: the last sighting starts the next flight too.
+            run, sign = ([p, s], float(np.sign(dy))) if s[0] == p[0] + 1 and abs(dy) <= MAX_STEP else ([s], 0.0)
             continue
-        before = [s for s in seen[max(0, i - RETURN_GAP): i + 1] if s[0] >= t - RETURN_GAP]
-        after = [s for s in seen[i: i + RETURN_GAP + 1] if s[0] <= t + RETURN_GAP]
-        path = before + after[1:]
-        steady = all(abs(b[1] - a[1]) <= MAX_DX * (b[0] - a[0]) for a, b in zip(path, path[1:]))
-        down = np.diff([s[2] for s in before])
-        up = np.diff([s[2] for s in after])
-        if (steady and len(before) >= 3 and len(after) >= 3 and (down >= 0).all() and (up <= 0).all()
-                and y - before[0][2] >= RISE and y - after[-1][2] >= RISE):
-            count, last = count + 1, t
-    return count
+        run = [s]
+    out.append(run)
+    return [f for f in out if len(f) >= FLIGHT_SIGHTINGS and abs(f[-1][2] - f[0][2]) >= RISE]
+
+
+def count_returns(fl: list[list[Sighting]]) -> int:
+    """Returns off the paddle: a flight down that ends low in the field followed within
+    RETURN_GAP steps (the paddle's rows hide the ball at the turn) by a flight up."""
+    low = (96 + LOW_FIELD * (189 - 96)) / 210
+    return sum(1 for a, b in zip(fl, fl[1:]) if a[-1][2] > a[0][2] and b[-1][2] < b[0][2]
+               and a[-1][2] >= low and b[0][0] - a[-1][0] <= RETURN_GAP)
 
 
 def score(run: dict[str, Any]) -> dict[str, float]:
@@ -135,14 +153,12 @@ def score(run: dict[str, Any]) -> dict[str, float]:
         b1 = b | np.roll(b, 1) | np.roll(b, -1)
         return float((a & b1).sum() / a.sum())
 
-    seen = [(t, *v.ball) for t, v in enumerate(views) if v.ball is not None]
-    returns = count_returns(seen)
-    flying = sum(1 for a, b in zip(seen, seen[1:]) if b[0] == a[0] + 1 and b[0] not in run["starts"]
-                 and abs(b[1] - a[1]) <= MAX_DX and MIN_DY <= abs(b[2] - a[2]) <= MAX_DX)
+    fl = flights([(t, *v.ball) for t, v in enumerate(views) if v.ball is not None])
+    flying = len({s[0] for f in fl for s in f[1:]})  # steps that move the ball along a flight
     return {
         "ball_seen": float(np.mean([v.ball is not None for v in views])),
         "ball_flying": flying / steps,
-        "returns": returns * per_k,
+        "returns": count_returns(fl) * per_k,
         "bricks_broken": float(lost.sum() * per_k),
         "bricks_regrown": float(gained.sum() * per_k),
         "points": float(rewards[scoring].sum() * per_k),

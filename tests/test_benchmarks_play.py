@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = str(ROOT / "benchmarks" / "neural_play.py")
 KEYS = {"ball_seen", "ball_flying", "returns", "bricks_broken", "bricks_regrown", "points",
@@ -39,3 +41,20 @@ def test_neural_play_refuses_other_games_and_short_runs() -> None:
         "this benchmark plays Breakout"]
     proc = run("--checkpoint", str(ROOT / "checkpoints" / "breakout-diffusion"), "--steps", "5")
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --steps must be >= 10"
+
+
+def test_flights_and_returns_need_a_ball_that_moves_as_a_ball() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from neural_play import count_returns, flights
+
+    down = [(t, 0.30 + 0.02 * t, 0.50 + 0.03 * t) for t in range(10)]  # y 0.50 -> 0.77
+    up = [(t, 0.30 + 0.02 * t, 0.77 - 0.03 * (t - 11)) for t in range(11, 20)]  # hidden at step 10
+    fl = flights(down + up)
+    assert [len(f) for f in fl] == [10, 9] and count_returns(fl) == 1
+    # A ghost flickering between two fixed spots turns back every step: no flight, no return.
+    ghost = [(t, 0.3, 0.70 if t % 2 else 0.74) for t in range(40)]
+    assert flights(ghost) == [] and count_returns(flights(ghost)) == 0
+    # Speckles jumping across the field are no flight either.
+    rng = np.random.default_rng(0)
+    speckles = [(t, float(rng.random()), float(0.45 + 0.4 * rng.random())) for t in range(200)]
+    assert sum(len(f) for f in flights(speckles)) < 10

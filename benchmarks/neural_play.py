@@ -101,15 +101,14 @@ def flights(seen: list[Sighting]) -> list[list[Sighting]]:
         if run:
             p = run[-1]
             dy = s[2] - p[2]
-            ok = (s[0] == p[0] + 1 and abs(s[1] - p[1]) <= MAX_STEP and abs(dy) <= MAX_STEP
-                  and dy * sign >= 0)
-            if ok:
+            step = s[0] == p[0] + 1 and abs(s[1] - p[1]) <= MAX_STEP and abs(dy) <= MAX_STEP
+            if step and dy * sign >= 0:
                 run.append(s)
                 sign = sign or float(np.sign(dy))
                 continue
             out.append(run)
             # A bounce turns the ball: the last sighting starts the next flight too.
-            run, sign = ([p, s], float(np.sign(dy))) if s[0] == p[0] + 1 and abs(dy) <= MAX_STEP else ([s], 0.0)
+            run, sign = ([p, s], float(np.sign(dy))) if step else ([s], 0.0)
             continue
         run = [s]
     out.append(run)

@@ -3,8 +3,8 @@
 `make_policy(kind, spec, seed)` returns a `Policy` (`reset()`, `act(frame, sim) -> int`).
 Scripted players read RAM (Breakout, Pong) or the car state (CarRacing) from the real
 simulators and make deliberate mistakes now and then (epsilon bursts) so that recorded data
-covers failures too. Given a simulator they cannot read (a world model), they play sticky-random, except the
-Breakout player, which then reads the frame.
+covers failures too. Given a simulator they cannot read (a world model), they play sticky-random;
+the Breakout player reads the frame instead (engine/breakout_view.py).
 
 RAM addresses were found by regressing on-screen object positions against RAM bytes
 (tests/test_games_autopilot.py keeps them honest):

@@ -57,20 +57,20 @@ def _rows(h: int, span: tuple[float, float], inner: bool = False) -> slice:
 def read_breakout(frame: np.ndarray) -> BreakoutObjects:
     """frame: (H, W, 3) uint8 RGB Breakout frame of any size."""
     h, w = frame.shape[:2]
-    wall = math.ceil(w * WALL - 1e-6)
-    field = np.asarray(frame[:, wall: w - wall], dtype=np.int16)  # (H, W - 2 wall, 3)
+    side = math.ceil(w * WALL - 1e-6)  # side-wall columns left out
+    field = np.asarray(frame[:, side: w - side], dtype=np.int16)  # (H, W - 2 side, 3)
     redness = field[..., 0] - field[..., 1]  # (H, W')
 
     paddle = redness[_rows(h, PADDLE)]
     cols = np.nonzero((paddle > PADDLE_REDNESS).any(0))[0]
-    paddle_x = None if cols.size == 0 else (wall + cols.mean() + 0.5) / w
+    paddle_x = None if cols.size == 0 else (side + cols.mean() + 0.5) / w
 
     band_rows = _rows(h, BAND, inner=True)
     band = redness[band_rows]
     ball = None
     if band.size and band.max() > BALL_REDNESS:
         y, x = np.unravel_index(int(band.argmax()), band.shape)
-        ball = ((wall + x + 0.5) / w, (band_rows.start + y + 0.5) / h)
+        ball = ((side + x + 0.5) / w, (band_rows.start + y + 0.5) / h)
 
     brick_area = 8 / 160 * w * 6 / 210 * h  # pixels one 8x6 brick covers at this size
     per_col = np.asarray(frame[_rows(h, BRICKS)], np.float64).mean(-1).sum(0) / (BRICK_GRAY * brick_area)  # (W,)

@@ -215,10 +215,12 @@ class DiffusionWorldModel(nn.Module):
 
         prep = self.unet.prepare(noisy_context, actions, bucket, events)
         weight = None
-        if self.cfg.edm.motion_weight > 0:
-            # Moving pixels over the last two context frames and the target (B, 1, H, W).
-            weight = motion_weights(frames[:, -3:], self.cfg.edm.motion_weight,
-                                    self.cfg.edm.motion_threshold)
+        edm = self.cfg.edm
+        if edm.motion_weight > 0:
+            # Moving pixels (B, 1, H, W) over the last three context frames the model is given,
+            # or over the last two and the target (biased: see EDMConfig.motion_from_context).
+            seen = context[:, -3:] if edm.motion_from_context else frames[:, -3:]
+            weight = motion_weights(seen, edm.motion_weight, edm.motion_threshold, edm.motion_reach)
         denoise = self.edm_loss(self.denoiser, target, prep, weight)  # (B,)
 
         logits = self.head(real_last, target, actions[:, -1]).float()  # the head learns real transitions

@@ -264,6 +264,38 @@ def test_motion_weighted_loss_differs_and_backpropagates(breakout: tuple[torch.T
                for p in weighted.parameters() if p.requires_grad and p.grad is not None)
 
 
+def test_motion_from_context_weights_do_not_look_at_the_target(
+        breakout: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+    """With model.edm.motion_from_context the weights come from the context alone: a still
+    context and a target that moved give the plain loss (flat weights), where the default mask,
+    which sees the target's change, weights it; motion_reach widens the moving region."""
+    from models.diffusion.edm import motion_weights
+
+    frames, actions, _ = breakout
+    window = frames[None, 20:23]
+    narrow = (motion_weights(window, 20.0, 0.1, reach=1) > 1).sum()
+    wide = (motion_weights(window, 20.0, 0.1, reach=4) > 1).sum()
+    assert wide > narrow > 0
+
+    def denoise_loss(*overrides: str) -> float:
+        config = resolve_config(CONFIG, ["preset=tiny", *overrides])
+        torch.manual_seed(0)
+        model = DiffusionWorldModel(DiffusionConfig.parse(config["model"]), 4)
+        t = model.train_window
+        still = frames[10:11].expand(t, -1, -1, -1)  # a context where nothing moves ...
+        window = torch.cat([still, frames[30:31]])[None]  # ... then a target that differs
+        batch = Batch(frames=window, actions=actions[None, 10: 10 + t], rewards=torch.zeros(1, t),
+                      terminations=torch.zeros(1, t), events=torch.zeros(1, t, EVENT_DIM),
+                      valid=torch.ones(1, t + 1, dtype=torch.bool))
+        torch.manual_seed(1)
+        return float(model.loss(batch)[1]["loss/denoise"])
+
+    plain = denoise_loss("model.edm.motion_weight=0")
+    assert denoise_loss("model.edm.motion_weight=20", "model.edm.motion_from_context=true",
+                        "model.edm.motion_reach=4") == pytest.approx(plain, rel=1e-5)
+    assert denoise_loss("model.edm.motion_weight=20") != pytest.approx(plain, rel=1e-3)
+
+
 def test_high_sigma_fraction_trains_that_share_at_the_play_level(
         breakout: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
     """model.edm.high_sigma_fraction: that share of a batch is noised at high_sigma, the rest

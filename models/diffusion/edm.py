@@ -33,6 +33,15 @@ class EDMConfig:
     notices whether the model follows the keys."""
     motion_threshold: float = 0.1
     """A pixel moves when any channel changes by more than this (frames in [-1, 1])."""
+    motion_from_context: bool = False
+    """Find the moving pixels in the context frames alone, not in the target too. A weight that
+    depends on the target biases the denoiser: where it is unsure whether the ball arrives, the
+    weighted mean E[w x] / E[w] favours the ball, so it paints half-bright balls over every place
+    the ball might be (docs/RESULTS.md, section "Closed-loop play"). Weights that depend only on
+    what the model is given keep the optimum at the conditional mean."""
+    motion_reach: int = 1
+    """Pixels the moving region is widened by; with `motion_from_context` it must cover where an
+    object can go next (Breakout's ball: up to 3 pixels a step at 64x64)."""
     high_sigma_fraction: float = 0.0
     """Share of each batch trained at `high_sigma` instead of the log-normal draw. At the
     log-normal's usual levels (median 0.67) a small object still shows through the noise, so
@@ -50,19 +59,21 @@ class EDMConfig:
             raise ConfigError(f"model.edm.high_sigma_fraction must be in [0, 1], got {self.high_sigma_fraction}")
         if self.high_sigma <= 0:
             raise ConfigError(f"model.edm.high_sigma must be > 0, got {self.high_sigma}")
+        if self.motion_reach < 0:
+            raise ConfigError(f"model.edm.motion_reach must be >= 0, got {self.motion_reach}")
 
 
-def motion_weights(frames: torch.Tensor, weight: float, threshold: float) -> torch.Tensor:
+def motion_weights(frames: torch.Tensor, weight: float, threshold: float, reach: int = 1) -> torch.Tensor:
     """Per-pixel loss weights that single out what moves, normalised to mean 1 per sample.
 
     A pixel counts as moving when it changed between any two consecutive frames of `frames`
-    (B, K, 3, H, W: the last context frames and the target), dilated by one pixel so the
-    neighbourhood an object could move into counts too. Weight 1 + `weight` there, 1 elsewhere.
-    Returns (B, 1, H, W).
+    (B, K, 3, H, W: the last context frames, and the target unless the caller leaves it out),
+    dilated by `reach` pixels so the neighbourhood an object could move into counts too.
+    Weight 1 + `weight` there, 1 elsewhere. Returns (B, 1, H, W).
     """
     change = (frames[:, 1:] - frames[:, :-1]).abs().amax(dim=2)  # (B, K-1, H, W)
     moving = (change > threshold).float().amax(dim=1, keepdim=True)  # (B, 1, H, W)
-    moving = torch.nn.functional.max_pool2d(moving, 3, stride=1, padding=1)
+    moving = torch.nn.functional.max_pool2d(moving, 2 * reach + 1, stride=1, padding=reach)
     w = 1 + weight * moving
     return w / w.mean(dim=(2, 3), keepdim=True)
 

@@ -19,7 +19,8 @@
 #   sampler's noise level, where the ball must be predicted rather than seen through the noise
 #   (docs/RESULTS.md, "Why the Breakout model does not draw the ball"). AR_SET does the same for
 #   the autoregressive model.
-# BENCH=0: skip the benchmarks at the end.
+# BENCH=0: skip the benchmarks at the end (speed per preset and, for the Breakout diffusion
+#   model, closed-loop play by benchmarks/neural_play.py: does the ball fly, do bricks break).
 # COLLECT_SECS: the most each collection may take (default 900); on the limit it stops cleanly
 #   and training uses what was recorded.
 # UNTIL: a wall-clock end (seconds since the epoch, `date -d '+10 min' +%s`) for a machine lent
@@ -142,6 +143,10 @@ if [ "${BENCH:-1}" = 1 ]; then  # BENCH=0 skips this (the compiled bench takes a
   for run in $MODELS; do
     python train.py bench --checkpoint "$RUNS/$run" --device $DEVICE --frames 300 --json "$OUT/bench-$run.json" 2>&1 | tail -6
   done
+  case " $MODELS " in *" breakout-diffusion "*)  # closed-loop play: does the ball fly, do bricks break?
+    python benchmarks/neural_play.py --checkpoint "$RUNS/breakout-diffusion" --device $DEVICE \
+      --steps 2000 --json "$OUT/play-breakout-diffusion.json" 2>&1 | tail -4 ;;
+  esac
   tar -czf "$OUT/bench.tgz" -C "$OUT" --remove-files $(cd "$OUT" && ls | grep -e '\.json$')
 fi
 ls -la "$OUT"

@@ -56,12 +56,10 @@ RISE = 0.05  # ... and climbs or falls by at least this share of the height (3 r
 MAX_STEP = 0.08  # a flying ball moves at most this share of the width and height per step (~0.03)
 
 
-def play(sim: Simulator, small: Callable[[np.ndarray], np.ndarray], steps: int, seed: int,
-         pixels: bool = True) -> dict[str, Any]:
-    """`steps` steps of the scripted player on `sim`, reading the pixels (or with `pixels=False`
-    the real game's RAM); frames pass through `small` first.
-    Returns per-step views, rewards and episode boundaries for `score`."""
-    policy = BreakoutPlayer(sim.spec, np.random.default_rng(seed), pixels=pixels)
+def play(sim: Simulator, small: Callable[[np.ndarray], np.ndarray], steps: int, seed: int) -> dict[str, Any]:
+    """`steps` steps of the scripted player on `sim`, reading the pixels of the frames `small`
+    makes. Returns per-step views, rewards and episode boundaries for `score`."""
+    policy = BreakoutPlayer(sim.spec, np.random.default_rng(seed), pixels=True)
     policy.reset()
     frame = small(sim.reset(seed))
     views: list[BreakoutObjects] = [read_breakout(frame)]

@@ -159,6 +159,9 @@ class DiffusionWorldModel(nn.Module):
     """(3,) buffer: cross-entropy weight per reward class (config heads.reward_class_weights)."""
     reward_values: torch.Tensor
     """(3,) buffer: reward paid per predicted class (config heads.reward_values)."""
+    trains_on_crops = True
+    """The loss takes windows smaller than `resolution` (train.object_crop): the U-Net is
+    convolutional, and the heads sit out."""
 
     def __init__(self, cfg: DiffusionConfig, num_actions: int) -> None:
         super().__init__()
@@ -235,8 +238,11 @@ class DiffusionWorldModel(nn.Module):
         parts = {"denoise": (denoise * valid).sum() / denom,
                  "reward": (reward_ce * valid).sum() / denom,
                  "termination": (end_bce * valid).sum() / denom}
-        total = (parts["denoise"] + self.cfg.heads.reward_weight * parts["reward"]
-                 + self.cfg.heads.termination_weight * parts["termination"])
+        # Crops (train.object_crop) teach the denoiser alone: rewards and ends are read from whole
+        # frames. Weight 0 rather than no term, so every weight still gets a gradient (DDP).
+        heads = float(target.shape[-1] == self.resolution)
+        total = (parts["denoise"] + heads * (self.cfg.heads.reward_weight * parts["reward"]
+                                             + self.cfg.heads.termination_weight * parts["termination"]))
         # Tensors, not floats: reading them here would stall the GPU queue every step.
         logs = {f"loss/{k}": v.detach() for k, v in parts.items()}
         logs["context_noise"] = level.mean()

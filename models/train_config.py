@@ -63,6 +63,11 @@ class TrainConfig:
     object_region: dict[str, Any] = field(default_factory=dict)
     """Where the object shows (windows.ObjectRegion): {rows: [top, bottom], cols: [left, right]}
     as fractions of the frame, and {channel, above}: some pixel there has that channel > above."""
+    object_crop: int = 0
+    """Side (pixels at model resolution, a multiple of 16) of the crops cut around the object in
+    `object_crop_fraction` of the batches (windows.WindowSampler); 0 = off."""
+    object_crop_fraction: float = 0.0
+    """Share of batches made wholly of object windows cut to `object_crop` around the object."""
     stages: tuple[str, ...] = ()
     """Named stages run in order via model.set_stage(name), each with a fresh optimizer."""
     stage_steps: tuple[int, ...] = ()
@@ -102,6 +107,13 @@ class TrainConfig:
         if cfg.object_fraction > 0 and not cfg.object_region:
             raise ConfigError("train.object_fraction needs train.object_region: where the object shows")
         ObjectRegion.parse(cfg.object_region)  # checks the keys and ranges now, not at the first batch
+        if cfg.object_crop < 0 or cfg.object_crop % 16 or not 0 <= cfg.object_crop_fraction <= 1:
+            raise ConfigError("train.object_crop must be 0 (off) or a multiple of 16 (the U-Net presets "
+                              f"shrink frames by up to 8 before their middle), got {cfg.object_crop}; "
+                              f"train.object_crop_fraction must be in [0, 1], got {cfg.object_crop_fraction}")
+        if cfg.object_crop_fraction > 0 and not (cfg.object_crop and cfg.object_region):
+            raise ConfigError("train.object_crop_fraction needs train.object_crop (the crop side) and "
+                              "train.object_region (where the object shows)")
         if not 0 <= cfg.event_noise <= 4:
             raise ConfigError("train.event_noise must be in [0, 4] (a noise-to-signal norm ratio)")
         if any(not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 <= w <= 100

@@ -23,6 +23,7 @@ from torch import nn
 from engine.errors import UserError
 from engine.simulator import GameSpec
 from models.checkpoint import TrainState, load_weights, save_run
+from models.config import ConfigError
 from models.data import Recordings
 from models.neural_sim import tune_cuda_backends
 from models.train_config import TrainConfig
@@ -76,11 +77,14 @@ class Trainer:
                 model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         wm: Any = model
         window = int(wm.train_window)
+        if self.cfg.object_crop_fraction > 0 and not getattr(wm, "trains_on_crops", False):
+            raise ConfigError(f"train.object_crop: a {config.get('family')} model trains on whole frames only")
         self.sampler = WindowSampler(recs, train, window, self.cfg.batch_size, event_bank,
                                      self.cfg.event_dropout, self.cfg.seed, self.dist.rank,
                                      self.cfg.event_change_fraction, self.cfg.event_noise,
                                      self.cfg.event_focus, self.cfg.reward_fraction,
-                                     self.cfg.object_fraction, self.cfg.region)
+                                     self.cfg.object_fraction, self.cfg.region,
+                                     self.cfg.object_crop, self.cfg.object_crop_fraction)
         self.held_batches: list[RawBatch] = []
         if held and any(recs.episodes[i].num_steps >= window for i in held):
             held_sampler = WindowSampler(recs, held, window, min(self.cfg.batch_size, 16), event_bank,

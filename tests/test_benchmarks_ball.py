@@ -31,6 +31,8 @@ def test_ball_tracking_finds_the_ball_and_scores_each_sampler(tmp_path: Path) ->
     assert 1 <= result["windows"] <= 3 and 70 < result["real_peak"] < 200  # the ball, not a brick
     top, bottom = result["band_rows"]
     assert 20 < top < bottom < 60
+    # Real flights are straight between bounces: the line through the last two spots finds the next.
+    assert result["straight_line"] >= 0.5
     # Through little noise any denoiser shows the ball where it is: the probe finds the right pixel.
     assert result["one_step_by_sigma"]["0.1"] == 1.0
     assert all(0.0 <= v <= 1.0 for v in result["one_step_by_sigma"].values())

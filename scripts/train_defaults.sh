@@ -19,6 +19,8 @@
 #   sampler's noise level, where the ball must be predicted rather than seen through the noise
 #   (docs/RESULTS.md, "Why the Breakout model does not draw the ball"). AR_SET does the same for
 #   the autoregressive model.
+# BK_BALL: the Breakout diffusion model's ball recipe (default: half of the batches 16x16 crops
+#   around the ball, `train.object_crop`); BK_BALL="" trains it on whole frames alone.
 # BENCH=0: skip the benchmarks at the end (speed per preset and, for the Breakout diffusion
 #   model, closed-loop play by benchmarks/neural_play.py: does the ball fly, do bricks break).
 # COLLECT_SECS: the most each collection may take (default 900); on the limit it stops cleanly
@@ -111,9 +113,13 @@ else
   # The Breakout events drawn worst get more of the change windows: the two that act once at
   # their onset (the model sees the onset through model.event_onset) and the slow sunset.
   BK_FOCUS=${BK_FOCUS:-'{"rebuild_wall":3,"extra_life":3,"sunset":2}'}
+  # Half the Breakout batches are 16x16 crops around the ball, with the motion mask taken from
+  # the context: the one recipe that has taught a U-Net to carry the ball (docs/RESULTS.md,
+  # "What it takes to learn the ball"). BK_BALL="" trains on whole frames alone.
+  BK_BALL=${BK_BALL-"--set train.object_crop=16 --set train.object_crop_fraction=0.5 --set model.edm.motion_from_context=true --set model.edm.motion_reach=4"}
   for run in $MODELS; do
     case $run in
-      breakout-diffusion) fit $run assets/configs/$run.yaml "$DATA/breakout" "$DIFF --set train.event_focus=$BK_FOCUS ${BK_SET:-}" & ;;
+      breakout-diffusion) fit $run assets/configs/$run.yaml "$DATA/breakout" "$DIFF --set train.event_focus=$BK_FOCUS $BK_BALL ${BK_SET:-}" & ;;
       carracing-diffusion) fit $run assets/configs/$run.yaml "$DATA/carracing" "$DIFF" & ;;
       breakout-autoregressive) fit $run assets/configs/$run.yaml "$DATA/breakout" "--set preset=$PRESET ${AR_SET:-}" & ;;
       *) echo "unknown model $run" >&2 ;;

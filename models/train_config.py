@@ -107,10 +107,11 @@ class TrainConfig:
         if cfg.object_fraction > 0 and not cfg.object_region:
             raise ConfigError("train.object_fraction needs train.object_region: where the object shows")
         ObjectRegion.parse(cfg.object_region)  # checks the keys and ranges now, not at the first batch
-        if cfg.object_crop < 0 or cfg.object_crop % 16 or not 0 <= cfg.object_crop_fraction <= 1:
+        if cfg.object_crop < 0 or cfg.object_crop % 16:
             raise ConfigError("train.object_crop must be 0 (off) or a multiple of 16 (the U-Net presets "
-                              f"shrink frames by up to 8 before their middle), got {cfg.object_crop}; "
-                              f"train.object_crop_fraction must be in [0, 1], got {cfg.object_crop_fraction}")
+                              f"shrink frames by up to 8 before their middle), got {cfg.object_crop}")
+        if not 0 <= cfg.object_crop_fraction <= 1:
+            raise ConfigError(f"train.object_crop_fraction must be in [0, 1], got {cfg.object_crop_fraction}")
         if cfg.object_crop_fraction > 0 and not (cfg.object_crop and cfg.object_region):
             raise ConfigError("train.object_crop_fraction needs train.object_crop (the crop side) and "
                               "train.object_region (where the object shows)")

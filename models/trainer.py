@@ -78,7 +78,7 @@ class Trainer:
         wm: Any = model
         window = int(wm.train_window)
         if self.cfg.object_crop_fraction > 0 and not getattr(wm, "trains_on_crops", False):
-            raise ConfigError(f"train.object_crop: a {config.get('family')} model trains on whole frames only")
+            raise ConfigError(f"train.object_crop: the {config.get('family')} model trains on whole frames only")
         self.sampler = WindowSampler(recs, train, window, self.cfg.batch_size, event_bank,
                                      self.cfg.event_dropout, self.cfg.seed, self.dist.rank,
                                      self.cfg.event_change_fraction, self.cfg.event_noise,

@@ -40,9 +40,10 @@ set -uo pipefail
 OUT=${1:?usage: train_defaults.sh OUT_DIR [TRAIN_SECONDS] [WORKERS]}
 SECS=${2:-360}   # seconds of training per model
 WORKERS=${3:-14}
-SCALE=${SCALE:-full}          # "tiny": a dry run on a CPU in a few minutes
-DATA=${DATA_DIR:-data}
-RUNS=${RUNS_DIR:-runs}
+SCALE=${SCALE:-full}          # "tiny": a dry run on a CPU in a few minutes, data and runs under OUT
+# A dry run keeps its recordings and runs in OUT: collect appends to an existing dataset.
+if [ "$SCALE" = tiny ]; then DATA=${DATA_DIR:-$OUT/data}; RUNS=${RUNS_DIR:-$OUT/runs}
+else DATA=${DATA_DIR:-data}; RUNS=${RUNS_DIR:-runs}; fi
 mkdir -p "$OUT" "$DATA" "$RUNS"
 log() { echo "[$(date +%T)] $*"; }
 

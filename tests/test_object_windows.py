@@ -116,6 +116,8 @@ def test_crop_settings_are_checked(recs: Recordings) -> None:
         TrainConfig.parse({"object_crop": 20, "object_crop_fraction": 0.5, "object_region": BALL})
     with pytest.raises(ConfigError, match="needs train.object_crop"):
         TrainConfig.parse({"object_crop_fraction": 0.5, "object_region": BALL})
+    with pytest.raises(ConfigError, match="object_crop_fraction must be in"):
+        TrainConfig.parse({"object_crop": 16, "object_crop_fraction": 1.5, "object_region": BALL})
     with pytest.raises(ConfigError, match="smaller than the frames"):
         WindowSampler(recs, [0], 4, 8, load_event_bank("train"), object_region=ObjectRegion.parse(BALL),
                       object_crop=64, object_crop_fraction=0.5)
@@ -135,3 +137,16 @@ def test_a_diffusion_model_trains_on_crops_and_plays_whole_frames(recs: Recordin
     state = loaded.model.start(frames, loaded.start_actions[:1])  # type: ignore[operator]
     _, pred = loaded.model.advance(state, torch.zeros(1, dtype=torch.long), torch.zeros(1, EVENT_DIM))  # type: ignore[operator]
     assert pred.frame.shape == (1, 3, 64, 64) and torch.isfinite(pred.frame).all()
+
+
+def test_the_autoregressive_model_refuses_crops(recs: Recordings, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Its tokens come on a fixed grid: one error line, and no run directory is left."""
+    assert train.main(["fit", "--config", "assets/configs/breakout-autoregressive.yaml",
+                       "--data", str(recs.root), "--out", str(tmp_path / "ar"), "--steps", "2",
+                       "--device", "cpu", "--no-progress", "--set", "preset=tiny",
+                       "--set", f"train.object_region={BALL}", "--set", "train.object_crop=16",
+                       "--set", "train.object_crop_fraction=0.5"]) == 2
+    assert "trains on whole frames only" in capsys.readouterr().err
+    assert not (tmp_path / "ar" / "model.safetensors").exists()
+

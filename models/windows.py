@@ -155,9 +155,10 @@ class WindowSampler:
             the crop, at least a quarter of its side from each edge). The ball is one pixel of
             4,096 at 64x64; in a 16x16 crop it is one of 256, and a step costs about a
             sixteenth as much. Fully convolutional denoisers take any size that their folds
-            and halvings divide. Measured on the CPU, a network from scratch starts to carry
-            the ball after a few thousand crop batches, where the same time on whole frames
-            teaches it nothing (docs/RESULTS.md, "What it takes to learn the ball").
+            and halvings divide. Measured on the CPU, a small U-Net from scratch carried the
+            ball after 5,000 steps with 75% crop batches (7 minutes), where 1,250 steps on whole
+            frames (8 minutes) had taught it nothing (docs/RESULTS.md, "What it takes to learn
+            the ball").
     """
 
     def __init__(self, recs: Recordings, episodes: list[int], window: int, batch_size: int,

@@ -179,9 +179,10 @@ def main() -> int:
                                  "real_peak": float(peak.mean())}
     print(f"{B} windows with the ball in flight (rows {band[0]}-{band[1] - 1}); real ball peak red {peak.mean():.0f}")
 
-    # 0. What the context alone allows: a straight line through the ball's last two positions.
-    # At 64x64 the ball's brightest pixel jitters by one as it crosses pixel edges, so even this
-    # exact motion model misses the next spot in about a third of clear windows.
+    # 0. What the context alone allows: a straight line through the ball's last two positions,
+    # counted as at_spot counts a model's ball (within one pixel each way). The brightest pixel
+    # jitters by one as the ball crosses pixel edges, so a stricter count (one pixel in all,
+    # L1) would miss about a third of clear windows.
     _, last_rows, last_cols = locate(raw[:, C - 2: C], band)  # (B, 2) each
     guess_rows, guess_cols = 2 * last_rows[:, 1] - last_rows[:, 0], 2 * last_cols[:, 1] - last_cols[:, 0]
     straight = float((((guess_rows - rows[:, 0]).abs() <= 1) & ((guess_cols - cols[:, 0]).abs() <= 1)).float().mean())

@@ -65,24 +65,23 @@ class ObjectRegion:
         return (f"rows {self.rows[0]:g}-{self.rows[1]:g}, cols {self.cols[0]:g}-{self.cols[1]:g}, "
                 f"{colour} above {self.above}")
 
-    def bounds(self, r: int) -> tuple[int, int, int, int]:
-        """Top, bottom, left, right pixel bounds of the region in an R x R frame."""
+    def _patch(self, frames: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """(N, 3, R, R) frames -> `channel` inside the region (N, h, w), and its top and left."""
+        r = frames.shape[-1]
         top, bottom = (round(f * r) for f in self.rows)
         left, right = (round(f * r) for f in self.cols)
-        return top, bottom, left, right
+        return np.asarray(frames[:, self.channel, top:bottom, left:right]), top, left
 
     def locate(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3, R, R) uint8 frames -> rows and columns (N,) of the brightest pixel of `channel`
         in the region: the object, where it shows."""
-        top, bottom, left, right = self.bounds(frames.shape[-1])
-        patch = np.asarray(frames[:, self.channel, top:bottom, left:right])  # (N, h, w)
+        patch, top, left = self._patch(frames)
         row, col = np.divmod(patch.reshape(len(patch), -1).argmax(1), patch.shape[-1])
         return row + top, col + left
 
     def in_play(self, frames: np.ndarray) -> np.ndarray:
         """(N, 3, R, R) uint8 frames -> (N,) bool: the object shows in the region."""
-        top, bottom, left, right = self.bounds(frames.shape[-1])
-        patch = np.asarray(frames[:, self.channel, top:bottom, left:right])  # (N, h, w)
+        patch, _, _ = self._patch(frames)
         return patch.reshape(len(patch), -1).max(1, initial=0) > self.above
 
 
@@ -276,10 +275,9 @@ class WindowSampler:
         B, T = self.batch_size, self.window
         # Drawn only when crops are on, so other runs' batches stay as they were.
         crop = bool(self.object_crop) and rng.random() < self.object_crop_fraction
-        flat = rng.integers(0, self.num_windows, size=B)
-        if crop:
-            flat = self.object_windows[rng.integers(0, len(self.object_windows), size=B)]
-        elif self.event_change_fraction > 0 and len(self.change_windows):
+        flat = (self.object_windows[rng.integers(0, len(self.object_windows), size=B)] if crop
+                else rng.integers(0, self.num_windows, size=B))
+        if self.event_change_fraction > 0 and len(self.change_windows) and not crop:
             pick = rng.random(B) < self.event_change_fraction
             k = int(pick.sum())
             drawn = (rng.integers(0, len(self.change_windows), size=k) if self.change_p is None

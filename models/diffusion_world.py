@@ -204,7 +204,10 @@ class DiffusionWorldModel(nn.Module):
         frames = batch.frames[:, -(t + 1):]  # (B, T+1, 3, H, W)
         context, target = frames[:, :t], frames[:, t]
         real_last = context[:, -1]
-        if self.cfg.rollout_steps and self.training:
+        crop = target.shape[-1] != self.resolution  # a train.object_crop batch
+        # Crop batches keep their real context: they are there to teach the ball's track, and a
+        # model that cannot draw the ball yet would roll it out of the context it learns from.
+        if self.cfg.rollout_steps and self.training and not crop:
             context = self._rolled_context(batch, context)
         actions = batch.actions[:, -t:]  # (B, T): action at each context frame
         # (B, EVENT_DIM) active while producing the target, or (B, 2 * EVENT_DIM) with its change.
@@ -240,7 +243,7 @@ class DiffusionWorldModel(nn.Module):
                  "termination": (end_bce * valid).sum() / denom}
         # Crops (train.object_crop) teach the denoiser alone: rewards and ends are read from whole
         # frames. Weight 0 rather than no term, so every weight still gets a gradient (DDP).
-        heads = float(target.shape[-1] == self.resolution)
+        heads = float(not crop)
         total = (parts["denoise"] + heads * (self.cfg.heads.reward_weight * parts["reward"]
                                              + self.cfg.heads.termination_weight * parts["termination"]))
         # Tensors, not floats: reading them here would stall the GPU queue every step.

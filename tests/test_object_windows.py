@@ -139,6 +139,36 @@ def test_a_diffusion_model_trains_on_crops_and_plays_whole_frames(recs: Recordin
     assert pred.frame.shape == (1, 3, 64, 64) and torch.isfinite(pred.frame).all()
 
 
+def test_crop_batches_keep_their_real_context(recs: Recordings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With self-rollout on, whole-frame batches are rolled and crop batches are not: a model that
+    cannot draw the ball yet would roll it out of the context the crops teach it from."""
+    from models.config import resolve_config
+    from models.diffusion_world import DiffusionConfig, DiffusionWorldModel
+
+    config = resolve_config("assets/configs/breakout-diffusion.yaml",
+                            ["preset=tiny", "model.rollout_steps=1", "model.rollout_fraction=1"])
+    model = DiffusionWorldModel(DiffusionConfig.parse(config["model"]), 4).train()
+    rolled: list[int] = []
+    original = model._rolled_context
+
+    def spy(batch, context):  # type: ignore[no-untyped-def]
+        rolled.append(context.shape[-1])
+        return original(batch, context)
+
+    monkeypatch.setattr(model, "_rolled_context", spy)
+    sampler = WindowSampler(recs, list(range(len(recs.episodes))), model.train_window, 4,
+                            load_event_bank("train"), seed=1, object_region=ObjectRegion.parse(BALL),
+                            object_crop=16, object_crop_fraction=0.5)
+    sizes = []
+    for k in range(8):
+        batch = sampler.batch(k).to_batch("cpu")
+        sizes.append(batch.frames.shape[-1])
+        loss, _ = model.loss(batch)
+        assert torch.isfinite(loss)
+    assert 16 in sizes and 64 in sizes
+    assert rolled == [64] * sizes.count(64)
+
+
 def test_the_autoregressive_model_refuses_crops(recs: Recordings, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """Its tokens come on a fixed grid: one error line, and no run directory is left."""

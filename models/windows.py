@@ -149,9 +149,13 @@ class WindowSampler:
             ball-only stage keeps most of it; docs/RESULTS.md, "A ball stage, then the mix".
         object_region: the `ObjectRegion` that says where the object is in play.
         object_crop, object_crop_fraction: with probability `object_crop_fraction` a batch is
-            made of object windows alone, every frame cut to `object_crop` x `object_crop`
-            pixels around where the object is in the last context frame (at a random place in
-            the crop, at least a quarter of its side from each edge). The ball is one pixel of
+            made of clear windows whose last context frame shows the object, every frame cut to
+            `object_crop` x `object_crop` pixels around where it is there (at a random place in
+            the crop, at least a quarter of its side from each edge). The target and the earlier
+            frames may lie outside the region, so the crops hold the ball meeting the paddle
+            and the wall, a miss, and a ball just back from a bounce: windows with the ball in
+            the region in every frame teach flight alone, and a model trained so lost the ball
+            at the paddle in closed-loop play (docs/RESULTS.md, "Crops that reach the paddle"). The ball is one pixel of
             4,096 at 64x64; in a 16x16 crop it is one of 256, and a step costs about a
             sixteenth as much. Fully convolutional denoisers take any size that their folds
             and halvings divide. Measured on the CPU, a small U-Net from scratch carried the
@@ -195,7 +199,7 @@ class WindowSampler:
         # noise is drawn for the used pairs alone; a resume within one version is bit-exact.)
         self.change_p = weights / weights.sum() if len(weights) and (weights != 1).any() else None
         self.reward_windows = self._reward_windows() if reward_fraction > 0 else np.zeros(0, np.int64)
-        self.object_windows = np.zeros(0, np.int64)
+        self.object_windows = self.crop_windows = np.zeros(0, np.int64)
         self.object_region, self.object_crop_fraction = object_region, object_crop_fraction
         self.object_crop = object_crop if object_crop_fraction > 0 else 0
         if self.object_crop and not 0 < self.object_crop < recs.resolution:
@@ -204,11 +208,14 @@ class WindowSampler:
         if object_fraction > 0 or self.object_crop:
             if object_region is None:
                 raise ConfigError("train.object_fraction needs train.object_region: where the object shows")
-            self.object_windows = self._object_windows(object_region)
-            if not len(self.object_windows):
-                raise UserError(f"train.object_fraction: no training window of {recs.root} shows the "
-                                f"object in every frame with no event on; check train.object_region "
-                                f"({object_region}) against a recorded frame")
+            self.object_windows = self._object_windows(object_region, every_frame=True)
+            self.crop_windows = self._object_windows(object_region, every_frame=False)
+            for key, found, where in (("object_crop", self.crop_windows, "in its last context frame"),
+                                      ("object_fraction", self.object_windows, "in every frame")):
+                if not len(found) and (key == "object_crop" or object_fraction > 0):
+                    raise UserError(f"train.{key}: no training window of {recs.root} shows the "
+                                    f"object {where} with no event on; check train.object_region "
+                                    f"({object_region}) against a recorded frame")
         # Paraphrase banks stacked (E, Pmax, D) with per-event counts, for vectorised draws.
         names = recs.event_names
         self.num_paraphrases = np.array([len(event_bank[n]) for n in names], np.int64)
@@ -256,15 +263,16 @@ class WindowSampler:
             found.append(offset + starts[(starts >= 0) & (starts < count)])
         return np.concatenate(found) if found else np.zeros(0, np.int64)
 
-    def _object_windows(self, region: ObjectRegion) -> np.ndarray:
-        """Flat indices of the windows whose T+1 frames all show the object and whose T steps
-        have no event on."""
+    def _object_windows(self, region: ObjectRegion, every_frame: bool) -> np.ndarray:
+        """Flat indices of the windows whose T steps have no event on and whose T+1 frames all
+        show the object (`every_frame`), or whose last context frame (frame T-1) does."""
         found, T = [], self.window
         for ep, offset, n in self._spans():
             shown = region.in_play(ep.frames).astype(np.int64)  # (N+1,) per frame
             clear = (~ep.events.any(1) if ep.events.size else np.ones(ep.num_steps, bool)).astype(np.int64)  # (N,)
             # Window s covers frames s .. s+T and steps s .. s+T-1: running sums count the good ones.
-            frames_ok = np.convolve(shown, np.ones(T + 1, np.int64), "valid")[:n] == T + 1
+            frames_ok = (np.convolve(shown, np.ones(T + 1, np.int64), "valid")[:n] == T + 1 if every_frame
+                         else shown[T - 1: T - 1 + n].astype(bool))
             steps_ok = np.convolve(clear, np.ones(T, np.int64), "valid")[:n] == T
             found.append(offset + np.flatnonzero(frames_ok & steps_ok))
         return np.concatenate(found) if found else np.zeros(0, np.int64)
@@ -275,7 +283,7 @@ class WindowSampler:
         B, T = self.batch_size, self.window
         # Drawn only when crops are on, so other runs' batches stay as they were.
         crop = bool(self.object_crop) and rng.random() < self.object_crop_fraction
-        flat = (self.object_windows[rng.integers(0, len(self.object_windows), size=B)] if crop
+        flat = (self.crop_windows[rng.integers(0, len(self.crop_windows), size=B)] if crop
                 else rng.integers(0, self.num_windows, size=B))
         if self.event_change_fraction > 0 and len(self.change_windows) and not crop:
             pick = rng.random(B) < self.event_change_fraction

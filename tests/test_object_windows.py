@@ -87,14 +87,27 @@ def test_object_settings_are_checked(recs: Recordings) -> None:
         WindowSampler(recs, [0], 4, 8, load_event_bank("train"), object_fraction=0.5, object_region=never)
 
 
-def test_crop_batches_hold_the_ball_in_every_frame(recs: Recordings) -> None:
-    """object_crop 16 in every batch: 16x16 windows cut where the ball is, the ball inside each
-    frame of the window (it moves a few pixels a step), no events; crops off: batches unchanged."""
+def test_crop_batches_hold_the_ball(recs: Recordings) -> None:
+    """object_crop 16 in every batch: 16x16 windows cut where the ball is in the last context
+    frame, the ball (or the paddle it meets) inside nearly every frame (it moves a few pixels a
+    step), no events; the windows also hold the ball leaving the region (meeting the paddle or the
+    wall), which windows with the ball in the region in every frame leave out; crops off: batches
+    unchanged."""
     bank = load_event_bank("train")
     eps = list(range(len(recs.episodes)))
     region = ObjectRegion.parse(BALL)
     crops = WindowSampler(recs, eps, 4, 32, bank, seed=3, object_region=region,
                           object_crop=16, object_crop_fraction=1.0)
+    assert set(crops.object_windows) < set(crops.crop_windows)
+    starts = np.concatenate([[0], crops.cum[:-1]])
+    leaving = 0
+    for flat in crops.crop_windows:
+        which = int(np.searchsorted(crops.cum, flat, side="right"))
+        ep, s = recs.episodes[crops.episodes[which]], int(flat - starts[which])
+        shown = region.in_play(np.asarray(ep.frames[s: s + 5]))  # (5,): frames 0-3 context, 4 target
+        assert shown[3] and not np.asarray(ep.events[s: s + 4]).any()
+        leaving += not shown[4]
+    assert leaving > 0, "no crop window whose target has the ball outside the region"
     batch = crops.batch(0)
     assert batch.frames.shape == (32, 5, 3, 16, 16)
     red = batch.frames[:, :, 0].flatten(2).amax(2)  # (B, 5): the ball's red in each frame

@@ -68,6 +68,9 @@ class TrainConfig:
     `object_crop_fraction` of the batches (windows.WindowSampler); 0 = off."""
     object_crop_fraction: float = 0.0
     """Share of batches made wholly of object windows cut to `object_crop` around the object."""
+    object_appear_fraction: float = 0.0
+    """Share of each whole-frame batch drawn from clear windows whose target frame alone shows
+    the object (windows.WindowSampler): Breakout's serve after FIRE."""
     stages: tuple[str, ...] = ()
     """Named stages run in order via model.set_stage(name), each with a fresh optimizer."""
     stage_steps: tuple[int, ...] = ()
@@ -101,11 +104,12 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {cfg.ema_decay}")
         if not 0 <= cfg.event_dropout <= 1 or not 0 <= cfg.holdout_fraction < 1:
             raise ConfigError("train.event_dropout must be in [0, 1] and train.holdout_fraction in [0, 1)")
-        if not all(0 <= f <= 1 for f in (cfg.event_change_fraction, cfg.reward_fraction, cfg.object_fraction)):
-            raise ConfigError("train.event_change_fraction, train.reward_fraction and "
-                              "train.object_fraction must be in [0, 1]")
-        if cfg.object_fraction > 0 and not cfg.object_region:
-            raise ConfigError("train.object_fraction needs train.object_region: where the object shows")
+        for key in ("event_change_fraction", "reward_fraction", "object_fraction", "object_appear_fraction"):
+            if not 0 <= getattr(cfg, key) <= 1:
+                raise ConfigError(f"train.{key} must be in [0, 1], got {getattr(cfg, key)}")
+        for key in ("object_fraction", "object_appear_fraction"):
+            if getattr(cfg, key) > 0 and not cfg.object_region:
+                raise ConfigError(f"train.{key} needs train.object_region: where the object shows")
         ObjectRegion.parse(cfg.object_region)  # checks the keys and ranges now, not at the first batch
         if cfg.object_crop < 0 or cfg.object_crop % 16:
             raise ConfigError("train.object_crop must be 0 (off) or a multiple of 16 (the U-Net presets "

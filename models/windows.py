@@ -162,6 +162,12 @@ class WindowSampler:
             ball after 5,000 steps with 75% crop batches (7 minutes), where 1,250 steps on whole
             frames (8 minutes) had taught it nothing (docs/RESULTS.md, "What it takes to learn
             the ball").
+        object_appear_fraction: share of each whole-frame batch drawn from clear windows where
+            the object shows in the target frame and in none of the T frames before it, after
+            the object windows: Breakout's serve. In data/breakout (45 episodes) 44 clear 8-frame
+            windows are such, 40 of them with FIRE on the last step and the ball at the same
+            spot; a model that never sees them carries a ball in play on but, once it is
+            missed, never serves another (docs/RESULTS.md, "Crops that reach the paddle").
     """
 
     def __init__(self, recs: Recordings, episodes: list[int], window: int, batch_size: int,
@@ -170,7 +176,7 @@ class WindowSampler:
                  event_noise: float = 0.0, event_focus: dict[str, float] | None = None,
                  reward_fraction: float = 0.0, object_fraction: float = 0.0,
                  object_region: ObjectRegion | None = None, object_crop: int = 0,
-                 object_crop_fraction: float = 0.0) -> None:
+                 object_crop_fraction: float = 0.0, object_appear_fraction: float = 0.0) -> None:
         self.recs, self.window, self.batch_size = recs, window, batch_size
         self.reward_fraction, self.object_fraction = reward_fraction, object_fraction
         self.event_noise = event_noise
@@ -199,20 +205,25 @@ class WindowSampler:
         # noise is drawn for the used pairs alone; a resume within one version is bit-exact.)
         self.change_p = weights / weights.sum() if len(weights) and (weights != 1).any() else None
         self.reward_windows = self._reward_windows() if reward_fraction > 0 else np.zeros(0, np.int64)
-        self.object_windows = self.crop_windows = np.zeros(0, np.int64)
+        self.object_windows = self.crop_windows = self.appear_windows = np.zeros(0, np.int64)
+        self.object_appear_fraction = object_appear_fraction
         self.object_region, self.object_crop_fraction = object_region, object_crop_fraction
         self.object_crop = object_crop if object_crop_fraction > 0 else 0
         if self.object_crop and not 0 < self.object_crop < recs.resolution:
             raise ConfigError(f"train.object_crop ({object_crop}) must be smaller than the frames "
                               f"({recs.resolution}x{recs.resolution})")
-        if object_fraction > 0 or self.object_crop:
+        if object_fraction > 0 or self.object_crop or object_appear_fraction > 0:
             if object_region is None:
                 raise ConfigError("train.object_fraction needs train.object_region: where the object shows")
             self.object_windows = self._object_windows(object_region, every_frame=True)
             self.crop_windows = self._object_windows(object_region, every_frame=False)
-            for key, found, where in (("object_crop", self.crop_windows, "in its last context frame"),
-                                      ("object_fraction", self.object_windows, "in every frame")):
-                if not len(found) and (key == "object_crop" or object_fraction > 0):
+            self.appear_windows = self._appear_windows(object_region)
+            for key, fraction, found, where in (
+                    ("object_crop", self.object_crop_fraction, self.crop_windows, "in its last context frame"),
+                    ("object_fraction", object_fraction, self.object_windows, "in every frame"),
+                    ("object_appear_fraction", object_appear_fraction, self.appear_windows,
+                     "first in its target frame")):
+                if not len(found) and fraction > 0:
                     raise UserError(f"train.{key}: no training window of {recs.root} shows the "
                                     f"object {where} with no event on; check train.object_region "
                                     f"({object_region}) against a recorded frame")
@@ -277,6 +288,18 @@ class WindowSampler:
             found.append(offset + np.flatnonzero(frames_ok & steps_ok))
         return np.concatenate(found) if found else np.zeros(0, np.int64)
 
+    def _appear_windows(self, region: ObjectRegion) -> np.ndarray:
+        """Flat indices of the windows whose T steps have no event on and whose target frame
+        (frame T) alone shows the object."""
+        found, T = [], self.window
+        for ep, offset, n in self._spans():
+            shown = region.in_play(ep.frames).astype(np.int64)  # (N+1,) per frame
+            clear = (~ep.events.any(1) if ep.events.size else np.ones(ep.num_steps, bool)).astype(np.int64)  # (N,)
+            before = np.convolve(shown, np.ones(T, np.int64), "valid")[:n] == 0  # frames s .. s+T-1
+            steps_ok = np.convolve(clear, np.ones(T, np.int64), "valid")[:n] == T
+            found.append(offset + np.flatnonzero(before & steps_ok & (shown[T: T + n] == 1)))
+        return np.concatenate(found) if found else np.zeros(0, np.int64)
+
     def batch(self, index: int) -> RawBatch:
         """Batch number `index` of this sampler's stream (deterministic)."""
         rng = np.random.default_rng([self.seed, self.rank, index])
@@ -298,6 +321,9 @@ class WindowSampler:
         if self.object_fraction > 0 and not crop:
             pick = rng.random(B) < self.object_fraction
             flat[pick] = self.object_windows[rng.integers(0, len(self.object_windows), size=int(pick.sum()))]
+        if self.object_appear_fraction > 0 and not crop:
+            pick = rng.random(B) < self.object_appear_fraction
+            flat[pick] = self.appear_windows[rng.integers(0, len(self.appear_windows), size=int(pick.sum()))]
         which = np.searchsorted(self.cum, flat, side="right")
         starts = flat - np.concatenate([[0], self.cum[:-1]])[which]
         E = len(self.recs.event_names)

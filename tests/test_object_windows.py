@@ -152,6 +152,30 @@ def test_a_diffusion_model_trains_on_crops_and_plays_whole_frames(recs: Recordin
     assert pred.frame.shape == (1, 3, 64, 64) and torch.isfinite(pred.frame).all()
 
 
+def test_appear_windows_hold_the_serve(recs: Recordings) -> None:
+    """object_appear_fraction: windows whose target alone shows the ball (the serve), drawn
+    into whole-frame batches; off, the batches are unchanged."""
+    bank = load_event_bank("train")
+    eps = list(range(len(recs.episodes)))
+    region = ObjectRegion.parse(BALL)
+    aimed = WindowSampler(recs, eps, 4, 64, bank, seed=3, object_region=region, object_appear_fraction=0.5)
+    assert len(aimed.appear_windows) >= 1
+    starts = np.concatenate([[0], aimed.cum[:-1]])
+    for flat in aimed.appear_windows:
+        which = int(np.searchsorted(aimed.cum, flat, side="right"))
+        ep, s = recs.episodes[aimed.episodes[which]], int(flat - starts[which])
+        shown = region.in_play(np.asarray(ep.frames[s: s + 5]))
+        assert shown[4] and not shown[:4].any() and not np.asarray(ep.events[s: s + 4]).any()
+    batch = aimed.batch(0)
+    first = region.in_play(batch.frames[:, 4].numpy()) & ~region.in_play(batch.frames[:, 3].numpy())
+    assert first.mean() > 0.3, first.mean()
+    plain = WindowSampler(recs, eps, 4, 64, bank, seed=3)
+    off = WindowSampler(recs, eps, 4, 64, bank, seed=3, object_region=region, object_appear_fraction=0.0)
+    assert off.batch(1).frames.equal(plain.batch(1).frames)
+    with pytest.raises(ConfigError, match="object_appear_fraction needs"):
+        TrainConfig.parse({"object_appear_fraction": 0.2})
+
+
 def test_crop_batches_keep_their_real_context(recs: Recordings, monkeypatch: pytest.MonkeyPatch) -> None:
     """With self-rollout on, whole-frame batches are rolled and crop batches are not: a model that
     cannot draw the ball yet would roll it out of the context the crops teach it from."""

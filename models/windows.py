@@ -153,12 +153,11 @@ class WindowSampler:
             `object_crop` x `object_crop` pixels around where it is there (at a random place in
             the crop, at least a quarter of its side from each edge). The target and the earlier
             frames may lie outside the region, so the crops hold the ball meeting the paddle
-            and the wall, a miss, and a ball just back from a bounce: windows with the ball in
-            the region in every frame teach flight alone, and a model trained so lost the ball
-            at the paddle in closed-loop play (docs/RESULTS.md, "Crops that reach the paddle"). The ball is one pixel of
-            4,096 at 64x64; in a 16x16 crop it is one of 256, and a step costs about a
-            sixteenth as much. Fully convolutional denoisers take any size that their folds
-            and halvings divide. Measured on the CPU, a small U-Net from scratch carried the
+            and the wall, a miss, and a ball just back from a bounce; windows with the ball in
+            the region in every frame teach flight alone (docs/RESULTS.md, "Crops that reach
+            the paddle"). The ball is one pixel of 4,096 at 64x64; in a 16x16 crop it is one
+            of 256, and a step costs about a sixteenth as much. Fully convolutional denoisers
+            take any size that their folds and halvings divide. Measured on the CPU, a small U-Net from scratch carried the
             ball after 5,000 steps with 75% crop batches (7 minutes), where 1,250 steps on whole
             frames (8 minutes) had taught it nothing (docs/RESULTS.md, "What it takes to learn
             the ball").
@@ -166,8 +165,9 @@ class WindowSampler:
             the object shows in the target frame and in none of the T frames before it, after
             the object windows: Breakout's serve. In data/breakout (45 episodes) 44 clear 8-frame
             windows are such, 40 of them with FIRE on the last step and the ball at the same
-            spot; a model that never sees them carries a ball in play on but, once it is
-            missed, never serves another (docs/RESULTS.md, "Crops that reach the paddle").
+            spot. A model that never sees them carries a ball in play on but, once it is
+            missed, never serves another; 4,483 CPU steps with them (a share of 0.1, then 0.4)
+            have not taught the serve either (docs/RESULTS.md, "Crops that reach the paddle").
     """
 
     def __init__(self, recs: Recordings, episodes: list[int], window: int, batch_size: int,
@@ -214,7 +214,8 @@ class WindowSampler:
                               f"({recs.resolution}x{recs.resolution})")
         if object_fraction > 0 or self.object_crop or object_appear_fraction > 0:
             if object_region is None:
-                raise ConfigError("train.object_fraction needs train.object_region: where the object shows")
+                raise ConfigError("train.object_fraction, train.object_crop and train.object_appear_fraction "
+                                  "need train.object_region: where the object shows")
             self.object_windows = self._object_windows(object_region, every_frame=True)
             self.crop_windows = self._object_windows(object_region, every_frame=False)
             self.appear_windows = self._appear_windows(object_region)

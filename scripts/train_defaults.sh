@@ -117,9 +117,10 @@ else
   # Half the Breakout batches are 16x16 crops around the ball, with the motion mask taken from
   # the context: the one recipe that has taught a U-Net to carry the ball (docs/RESULTS.md,
   # "What it takes to learn the ball" and "Crops that reach the paddle"); a tenth of the
-  # whole-frame rows show the serve. A CPU run with this recipe lost the rebuilt wall (likely
-  # the mask: new bricks appear where the context did not move); judge the run by
-  # `train.py eval --events` as well as benchmarks/neural_play.py. BK_BALL="" trains on whole frames alone.
+  # whole-frame rows show the serve. On the CPU this mask did not teach the serve and lost the
+  # rebuilt wall (both appear where the context did not move); a last stage with the target's
+  # mask (BK_SET="--set model.edm.motion_from_context=false", `fit --init`) brought both back.
+  # Judge the run by `train.py eval --events` as well as benchmarks/neural_play.py. BK_BALL="" trains on whole frames alone.
   BK_BALL=${BK_BALL-"--set train.object_crop=16 --set train.object_crop_fraction=0.5 --set train.object_appear_fraction=0.1 --set model.edm.motion_from_context=true --set model.edm.motion_reach=4"}
   for run in $MODELS; do
     case $run in

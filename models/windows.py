@@ -216,9 +216,7 @@ class WindowSampler:
             if object_region is None:
                 raise ConfigError("train.object_fraction, train.object_crop and train.object_appear_fraction "
                                   "need train.object_region: where the object shows")
-            self.object_windows = self._object_windows(object_region, every_frame=True)
-            self.crop_windows = self._object_windows(object_region, every_frame=False)
-            self.appear_windows = self._appear_windows(object_region)
+            self.object_windows, self.crop_windows, self.appear_windows = self._object_windows(object_region)
             for key, fraction, found, where in (
                     ("object_crop", self.object_crop_fraction, self.crop_windows, "in its last context frame"),
                     ("object_fraction", object_fraction, self.object_windows, "in every frame"),
@@ -275,31 +273,24 @@ class WindowSampler:
             found.append(offset + starts[(starts >= 0) & (starts < count)])
         return np.concatenate(found) if found else np.zeros(0, np.int64)
 
-    def _object_windows(self, region: ObjectRegion, every_frame: bool) -> np.ndarray:
-        """Flat indices of the windows whose T steps have no event on and whose T+1 frames all
-        show the object (`every_frame`), or whose last context frame (frame T-1) does."""
-        found, T = [], self.window
+    def _object_windows(self, region: ObjectRegion) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Flat indices of the windows whose T steps have no event on and whose frames show the
+        object: in all T+1 frames (object_fraction), in the last context frame T-1
+        (object_crop), and in the target frame T alone (object_appear_fraction). One pixel
+        test per frame serves all three."""
+        found: tuple[list[np.ndarray], ...] = ([], [], [])
+        T = self.window
         for ep, offset, n in self._spans():
             shown = region.in_play(ep.frames).astype(np.int64)  # (N+1,) per frame
             clear = (~ep.events.any(1) if ep.events.size else np.ones(ep.num_steps, bool)).astype(np.int64)  # (N,)
             # Window s covers frames s .. s+T and steps s .. s+T-1: running sums count the good ones.
-            frames_ok = (np.convolve(shown, np.ones(T + 1, np.int64), "valid")[:n] == T + 1 if every_frame
-                         else shown[T - 1: T - 1 + n].astype(bool))
+            shows = np.convolve(shown, np.ones(T + 1, np.int64), "valid")[:n]  # (n,) frames with it
             steps_ok = np.convolve(clear, np.ones(T, np.int64), "valid")[:n] == T
-            found.append(offset + np.flatnonzero(frames_ok & steps_ok))
-        return np.concatenate(found) if found else np.zeros(0, np.int64)
-
-    def _appear_windows(self, region: ObjectRegion) -> np.ndarray:
-        """Flat indices of the windows whose T steps have no event on and whose target frame
-        (frame T) alone shows the object."""
-        found, T = [], self.window
-        for ep, offset, n in self._spans():
-            shown = region.in_play(ep.frames).astype(np.int64)  # (N+1,) per frame
-            clear = (~ep.events.any(1) if ep.events.size else np.ones(ep.num_steps, bool)).astype(np.int64)  # (N,)
-            before = np.convolve(shown, np.ones(T, np.int64), "valid")[:n] == 0  # frames s .. s+T-1
-            steps_ok = np.convolve(clear, np.ones(T, np.int64), "valid")[:n] == T
-            found.append(offset + np.flatnonzero(before & steps_ok & (shown[T: T + n] == 1)))
-        return np.concatenate(found) if found else np.zeros(0, np.int64)
+            target = shown[T: T + n] == 1
+            for out, frames_ok in zip(found, (shows == T + 1, shown[T - 1: T - 1 + n] == 1, target & (shows == 1))):
+                out.append(offset + np.flatnonzero(frames_ok & steps_ok))
+        every, last, appear = (np.concatenate(f) if f else np.zeros(0, np.int64) for f in found)
+        return every, last, appear
 
     def batch(self, index: int) -> RawBatch:
         """Batch number `index` of this sampler's stream (deterministic)."""

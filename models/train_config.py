@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.config import ConfigError, from_dict
-from models.windows import ObjectRegion
+from models.object_windows import ObjectRegion
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class TrainConfig:
     play in every frame (windows.WindowSampler), e.g. 1.0 for a stage that teaches a one-step
     sampler Breakout's ball (with model.edm.high_sigma_fraction 1.0; docs/RESULTS.md)."""
     object_region: dict[str, Any] = field(default_factory=dict)
-    """Where the object shows (windows.ObjectRegion): {rows: [top, bottom], cols: [left, right]}
+    """Where the object shows (object_windows.ObjectRegion): {rows: [top, bottom], cols: [left, right]}
     as fractions of the frame, and {channel, above}: some pixel there has that channel > above."""
     object_crop: int = 0
     """Side (pixels at model resolution, a multiple of 16) of the crops cut around the object in
@@ -71,6 +71,9 @@ class TrainConfig:
     object_appear_fraction: float = 0.0
     """Share of each whole-frame batch drawn from clear windows whose target frame alone shows
     the object (windows.WindowSampler): Breakout's serve after FIRE."""
+    object_bounce_fraction: float = 0.0
+    """Share of each batch, crops too, drawn from clear windows whose target shows the object off
+    the straight line through its last two context sightings (object_windows.py): bounces."""
     stages: tuple[str, ...] = ()
     """Named stages run in order via model.set_stage(name), each with a fresh optimizer."""
     stage_steps: tuple[int, ...] = ()
@@ -104,10 +107,11 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {cfg.ema_decay}")
         if not 0 <= cfg.event_dropout <= 1 or not 0 <= cfg.holdout_fraction < 1:
             raise ConfigError("train.event_dropout must be in [0, 1] and train.holdout_fraction in [0, 1)")
-        for key in ("event_change_fraction", "reward_fraction", "object_fraction", "object_appear_fraction"):
+        for key in ("event_change_fraction", "reward_fraction", "object_fraction", "object_appear_fraction",
+                    "object_bounce_fraction"):
             if not 0 <= getattr(cfg, key) <= 1:
                 raise ConfigError(f"train.{key} must be in [0, 1], got {getattr(cfg, key)}")
-        for key in ("object_fraction", "object_appear_fraction"):
+        for key in ("object_fraction", "object_appear_fraction", "object_bounce_fraction"):
             if getattr(cfg, key) > 0 and not cfg.object_region:
                 raise ConfigError(f"train.{key} needs train.object_region: where the object shows")
         ObjectRegion.parse(cfg.object_region)  # checks the keys and ranges now, not at the first batch
@@ -128,7 +132,7 @@ class TrainConfig:
 
     @property
     def region(self) -> ObjectRegion | None:
-        """`object_region` as windows.ObjectRegion; None when not given."""
+        """`object_region` as object_windows.ObjectRegion; None when not given."""
         return ObjectRegion.parse(self.object_region) if self.object_region else None
 
     @property

@@ -85,7 +85,7 @@ class Trainer:
                                      self.cfg.event_focus, self.cfg.reward_fraction,
                                      self.cfg.object_fraction, self.cfg.region,
                                      self.cfg.object_crop, self.cfg.object_crop_fraction,
-                                     self.cfg.object_appear_fraction)
+                                     self.cfg.object_appear_fraction, self.cfg.object_bounce_fraction)
         self.held_batches: list[RawBatch] = []
         if held and any(recs.episodes[i].num_steps >= window for i in held):
             held_sampler = WindowSampler(recs, held, window, min(self.cfg.batch_size, 16), event_bank,

@@ -21,68 +21,15 @@ import math
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
 from engine.errors import UserError
-from models.config import ConfigError, from_dict
+from models.config import ConfigError
 from models.data import EpisodeArrays, Recordings
+from models.object_windows import ObjectRegion, find_object_windows
 from models.world import EVENT_DIM, HIDDEN_EVENT, Batch
-
-
-@dataclass(frozen=True)
-class ObjectRegion:
-    """Where a game's small moving object shows (`train.object_region`): a frame has it in play
-    when some pixel of the region has `channel` above `above`.
-
-    Breakout's ball is one pixel of 4,096 at 64x64 (red peak ~95 of 255): between the brick wall
-    and the paddle it is the only red there is. rows and cols are fractions of the frame's height
-    and width, so one region serves every resolution.
-    """
-
-    rows: tuple[float, ...] = (0.0, 1.0)
-    cols: tuple[float, ...] = (0.0, 1.0)
-    channel: int = 0
-    above: int = 0
-
-    @staticmethod
-    def parse(data: dict[str, Any]) -> ObjectRegion:
-        region = from_dict(ObjectRegion, data, "train.object_region.")
-        for name in ("rows", "cols"):
-            lo_hi = getattr(region, name)
-            if len(lo_hi) != 2 or not 0 <= lo_hi[0] < lo_hi[1] <= 1:
-                raise ConfigError(f"train.object_region.{name} must be [start, end] fractions with "
-                                  f"0 <= start < end <= 1, got {list(lo_hi)}")
-        if region.channel not in (0, 1, 2) or not 0 <= region.above < 255:
-            raise ConfigError("train.object_region wants channel 0, 1 or 2 (red, green, blue) and "
-                              f"above in [0, 255), got channel {region.channel}, above {region.above}")
-        return region
-
-    def __str__(self) -> str:
-        colour = ("red", "green", "blue")[self.channel]
-        return (f"rows {self.rows[0]:g}-{self.rows[1]:g}, cols {self.cols[0]:g}-{self.cols[1]:g}, "
-                f"{colour} above {self.above}")
-
-    def _patch(self, frames: np.ndarray) -> tuple[np.ndarray, int, int]:
-        """(N, 3, R, R) frames -> `channel` inside the region (N, h, w), and its top and left."""
-        r = frames.shape[-1]
-        top, bottom = (round(f * r) for f in self.rows)
-        left, right = (round(f * r) for f in self.cols)
-        return np.asarray(frames[:, self.channel, top:bottom, left:right]), top, left
-
-    def locate(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 3, R, R) uint8 frames -> rows and columns (N,) of the brightest pixel of `channel`
-        in the region: the object, where it shows."""
-        patch, top, left = self._patch(frames)
-        row, col = np.divmod(patch.reshape(len(patch), -1).argmax(1), patch.shape[-1])
-        return row + top, col + left
-
-    def in_play(self, frames: np.ndarray) -> np.ndarray:
-        """(N, 3, R, R) uint8 frames -> (N,) bool: the object shows in the region."""
-        patch, _, _ = self._patch(frames)
-        return patch.reshape(len(patch), -1).max(1, initial=0) > self.above
 
 
 @dataclass
@@ -166,8 +113,16 @@ class WindowSampler:
             the object windows: Breakout's serve. In data/breakout (45 episodes) 44 clear 8-frame
             windows are such, 40 of them with FIRE on the last step and the ball at the same
             spot. A model that never sees them carries a ball in play on but, once it is
-            missed, never serves another; 4,483 CPU steps with them (a share of 0.1, then 0.4)
-            have not taught the serve either (docs/RESULTS.md, "Crops that reach the paddle").
+            missed, never serves another. With a motion mask from the context alone (a pixel
+            where nothing moved before weighs 1, the paddle 21) 4,483 CPU steps with them did
+            not teach it; with the target's mask 1,500 did (docs/RESULTS.md, "Crops that
+            reach the paddle").
+        object_bounce_fraction: share of each batch, crop batches too, drawn from clear windows
+            whose target shows the object off the straight line through its last two sightings
+            in the context (models/object_windows.py), after the serve windows: the paddle's
+            return and the rebounds off walls and bricks. A model whose crops held the ball
+            flying into the paddle but hardly ever coming back let 56 of 64 held-out returns
+            through (docs/RESULTS.md, "Bounces").
     """
 
     def __init__(self, recs: Recordings, episodes: list[int], window: int, batch_size: int,
@@ -176,7 +131,8 @@ class WindowSampler:
                  event_noise: float = 0.0, event_focus: dict[str, float] | None = None,
                  reward_fraction: float = 0.0, object_fraction: float = 0.0,
                  object_region: ObjectRegion | None = None, object_crop: int = 0,
-                 object_crop_fraction: float = 0.0, object_appear_fraction: float = 0.0) -> None:
+                 object_crop_fraction: float = 0.0, object_appear_fraction: float = 0.0,
+                 object_bounce_fraction: float = 0.0) -> None:
         self.recs, self.window, self.batch_size = recs, window, batch_size
         self.reward_fraction, self.object_fraction = reward_fraction, object_fraction
         self.event_noise = event_noise
@@ -205,23 +161,27 @@ class WindowSampler:
         # noise is drawn for the used pairs alone; a resume within one version is bit-exact.)
         self.change_p = weights / weights.sum() if len(weights) and (weights != 1).any() else None
         self.reward_windows = self._reward_windows() if reward_fraction > 0 else np.zeros(0, np.int64)
-        self.object_windows = self.crop_windows = self.appear_windows = np.zeros(0, np.int64)
-        self.object_appear_fraction = object_appear_fraction
+        self.object_windows = self.crop_windows = self.appear_windows = self.bounce_windows = np.zeros(0, np.int64)
+        self.object_appear_fraction, self.object_bounce_fraction = object_appear_fraction, object_bounce_fraction
         self.object_region, self.object_crop_fraction = object_region, object_crop_fraction
         self.object_crop = object_crop if object_crop_fraction > 0 else 0
         if self.object_crop and not 0 < self.object_crop < recs.resolution:
             raise ConfigError(f"train.object_crop ({object_crop}) must be smaller than the frames "
                               f"({recs.resolution}x{recs.resolution})")
-        if object_fraction > 0 or self.object_crop or object_appear_fraction > 0:
+        if object_fraction > 0 or self.object_crop or object_appear_fraction > 0 or object_bounce_fraction > 0:
             if object_region is None:
-                raise ConfigError("train.object_fraction, train.object_crop and train.object_appear_fraction "
-                                  "need train.object_region: where the object shows")
-            self.object_windows, self.crop_windows, self.appear_windows = self._object_windows(object_region)
+                raise ConfigError("train.object_fraction, object_crop, object_appear_fraction and "
+                                  "object_bounce_fraction need train.object_region: where the object shows")
+            kinds = find_object_windows(self._spans(), object_region, window)
+            self.object_windows, self.crop_windows = kinds.every, kinds.last
+            self.appear_windows, self.bounce_windows = kinds.appear, kinds.bounce
             for key, fraction, found, where in (
                     ("object_crop", self.object_crop_fraction, self.crop_windows, "in its last context frame"),
                     ("object_fraction", object_fraction, self.object_windows, "in every frame"),
                     ("object_appear_fraction", object_appear_fraction, self.appear_windows,
-                     "first in its target frame")):
+                     "first in its target frame"),
+                    ("object_bounce_fraction", object_bounce_fraction, self.bounce_windows,
+                     "off its straight line in the target frame")):
                 if not len(found) and fraction > 0:
                     raise UserError(f"train.{key}: no training window of {recs.root} shows the "
                                     f"object {where} with no event on; check train.object_region "
@@ -273,25 +233,6 @@ class WindowSampler:
             found.append(offset + starts[(starts >= 0) & (starts < count)])
         return np.concatenate(found) if found else np.zeros(0, np.int64)
 
-    def _object_windows(self, region: ObjectRegion) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Flat indices of the windows whose T steps have no event on and whose frames show the
-        object: in all T+1 frames (object_fraction), in the last context frame T-1
-        (object_crop), and in the target frame T alone (object_appear_fraction). One pixel
-        test per frame serves all three."""
-        found: tuple[list[np.ndarray], ...] = ([], [], [])
-        T = self.window
-        for ep, offset, n in self._spans():
-            shown = region.in_play(ep.frames).astype(np.int64)  # (N+1,) per frame
-            clear = (~ep.events.any(1) if ep.events.size else np.ones(ep.num_steps, bool)).astype(np.int64)  # (N,)
-            # Window s covers frames s .. s+T and steps s .. s+T-1: running sums count the good ones.
-            shows = np.convolve(shown, np.ones(T + 1, np.int64), "valid")[:n]  # (n,) frames with it
-            steps_ok = np.convolve(clear, np.ones(T, np.int64), "valid")[:n] == T
-            target = shown[T: T + n] == 1
-            for out, frames_ok in zip(found, (shows == T + 1, shown[T - 1: T - 1 + n] == 1, target & (shows == 1))):
-                out.append(offset + np.flatnonzero(frames_ok & steps_ok))
-        every, last, appear = (np.concatenate(f) if f else np.zeros(0, np.int64) for f in found)
-        return every, last, appear
-
     def batch(self, index: int) -> RawBatch:
         """Batch number `index` of this sampler's stream (deterministic)."""
         rng = np.random.default_rng([self.seed, self.rank, index])
@@ -316,6 +257,10 @@ class WindowSampler:
         if self.object_appear_fraction > 0 and not crop:
             pick = rng.random(B) < self.object_appear_fraction
             flat[pick] = self.appear_windows[rng.integers(0, len(self.appear_windows), size=int(pick.sum()))]
+        if self.object_bounce_fraction > 0:
+            # Crop batches too: a 16x16 crop holds the ball and the paddle it meets.
+            pick = rng.random(B) < self.object_bounce_fraction
+            flat[pick] = self.bounce_windows[rng.integers(0, len(self.bounce_windows), size=int(pick.sum()))]
         which = np.searchsorted(self.cum, flat, side="right")
         starts = flat - np.concatenate([[0], self.cum[:-1]])[which]
         E = len(self.recs.event_names)
@@ -360,10 +305,14 @@ class WindowSampler:
 
     def _crop(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(B, T+1, 3, R, R) -> (B, T+1, 3, S, S): every frame of a window cut at one place, the
-        object of its last context frame (frame T-1) at least S/4 from the crop's edges."""
+        object's last sighting in the context (frame T-1 in all but bounce windows, where the ball
+        may hide in the paddle's rows) at least S/4 from the crop's edges."""
         assert self.object_region is not None
-        B, S, R = len(frames), self.object_crop, frames.shape[-1]
-        rows, cols = self.object_region.locate(frames[:, self.window - 1])  # (B,) each
+        B, S, R, T = len(frames), self.object_crop, frames.shape[-1], self.window
+        context = frames[:, :T].reshape(B * T, *frames.shape[2:])  # (B*T, 3, R, R)
+        shown = self.object_region.in_play(context).reshape(B, T)
+        last = T - 1 - np.argmax(shown[:, ::-1], axis=1)  # (B,) last frame that shows it (T-1 if none)
+        rows, cols = (x.reshape(B, T)[np.arange(B), last] for x in self.object_region.locate(context))
         top = np.clip(rows - rng.integers(S // 4, S - S // 4, size=B), 0, R - S)
         left = np.clip(cols - rng.integers(S // 4, S - S // 4, size=B), 0, R - S)
         return np.stack([frames[b, ..., top[b]: top[b] + S, left[b]: left[b] + S] for b in range(B)])

@@ -16,9 +16,10 @@ from engine.errors import UserError
 from models.checkpoint import load_run
 from models.config import ConfigError
 from models.data import Recordings
+from models.object_windows import ObjectRegion
 from models.text import load_event_bank
 from models.train_config import TrainConfig
-from models.windows import ObjectRegion, WindowSampler
+from models.windows import WindowSampler
 from models.world import EVENT_DIM
 
 # The ball's band in assets/configs/breakout-diffusion.yaml: below the brick wall, above the paddle.
@@ -217,3 +218,35 @@ def test_the_autoregressive_model_refuses_crops(recs: Recordings, tmp_path: Path
     assert "trains on whole frames only" in capsys.readouterr().err
     assert not (tmp_path / "ar" / "model.safetensors").exists()
 
+
+
+def test_bounce_windows_are_drawn_into_crops_and_whole_frames(recs: Recordings) -> None:
+    """object_bounce_fraction 1.0: every example of the whole-frame batches is a clear window whose
+    target shows the ball and whose context shows it at least twice; crop batches draw them too;
+    off, the batches are unchanged."""
+    bank = load_event_bank("train")
+    eps = list(range(len(recs.episodes)))
+    region = ObjectRegion.parse(BALL)
+    aimed = WindowSampler(recs, eps, 4, 16, bank, seed=3, object_region=region, object_crop=16,
+                          object_crop_fraction=0.5, object_bounce_fraction=1.0)
+    assert len(aimed.bounce_windows) >= 1
+    sizes = set()
+    for k in range(8):
+        batch = aimed.batch(k)
+        sizes.add(batch.frames.shape[-1])
+        assert not batch.events.any()
+        if batch.frames.shape[-1] == 16:
+            continue  # a crop: the pixel test's rows are those of whole frames
+        shown = region.in_play(batch.frames.flatten(0, 1).numpy()).reshape(16, 5)  # (B, 5)
+        assert shown[:, 4].all()  # the target shows the ball...
+        assert shown[:, :4].sum(1).min() >= 2  # ...and the context twice: a line to leave
+    assert sizes == {16, 64}
+    plain = WindowSampler(recs, eps, 4, 16, bank, seed=3, object_region=region, object_crop=16,
+                          object_crop_fraction=0.5)
+    off = WindowSampler(recs, eps, 4, 16, bank, seed=3, object_region=region, object_crop=16,
+                        object_crop_fraction=0.5, object_bounce_fraction=0.0)
+    assert off.batch(1).frames.equal(plain.batch(1).frames)
+    with pytest.raises(ConfigError, match="object_bounce_fraction needs"):
+        TrainConfig.parse({"object_bounce_fraction": 0.2})
+    with pytest.raises(ConfigError, match="object_bounce_fraction must be in"):
+        TrainConfig.parse({"object_bounce_fraction": 1.5, "object_region": BALL})

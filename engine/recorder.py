@@ -372,9 +372,15 @@ class Recorder:
                 self._meta.update(end_time=ended, end_unix=ended_unix, complete=True,
                                   num_steps=self._state[0])
                 write_atomic(self._dir / META_FILE, json.dumps(self._meta, indent=1).encode())
-            finally:
-                self._dir = None
-                self._state = (0, [])
+            except KeyboardInterrupt:
+                # Ctrl+C as an episode ends: the episode stays open, so close() in the frame
+                # loop's `finally` writes it again (both steps are idempotent) instead of
+                # leaving it on disk as unfinished.
+                raise
+            except BaseException:
+                self._dir, self._state = None, (0, [])  # a failed write: no further adds to it
+                raise
+            self._dir, self._state = None, (0, [])
 
     def close(self) -> None:
         """End any open episode. Safe to call twice, from `finally` or a signal handler."""

@@ -277,3 +277,33 @@ def test_write_failure_is_a_user_error_and_leaves_no_temp_file(tmp_path: Path) -
     with pytest.raises(UserError, match="cannot write"):
         write_atomic(tmp_path / "dir.npz", b"data")
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_ctrl_c_as_an_episode_ends_leaves_it_for_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KeyboardInterrupt while `end_episode` writes the closing meta.json (the game ends as
+    Ctrl+C lands) keeps the episode open, and `close()` (the frame loop's `finally`) completes it."""
+    import engine.recorder as recorder
+    from engine.simulator import Step
+
+    spec = make_simulator("breakout").spec
+    frame = np.zeros((210, 160, 3), np.uint8)
+    real_write = recorder.write_atomic
+    interrupted: list[Path] = []
+
+    def write_once_interrupted(path: Path, data: bytes, **kw: object) -> None:
+        if path.name == "meta.json" and b'"complete": true' in data and not interrupted:
+            interrupted.append(path)
+            raise KeyboardInterrupt
+        real_write(path, data, **kw)  # type: ignore[arg-type]
+
+    rec = Recorder(tmp_path, spec)
+    rec.begin_episode(frame, 0)
+    for _ in range(7):
+        rec.add(0, Step(frame, 0.0, False, False, None))
+    monkeypatch.setattr(recorder, "write_atomic", write_once_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rec.end_episode()
+    assert interrupted and rec.recording
+    rec.close()
+    ep = open_dataset(tmp_path).load(0)
+    assert ep.meta["complete"] and ep.num_steps == 7

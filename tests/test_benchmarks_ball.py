@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import train
@@ -63,3 +64,37 @@ def test_ball_tracking_refuses_other_games(tmp_path: Path) -> None:
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: " + str(ROOT / "checkpoints" / "carracing-diffusion") + " is a carracing model; "
         "this measures Breakout's ball"]
+
+
+def test_ball_returns_tells_returns_from_misses(tmp_path: Path) -> None:
+    """benchmarks/ball_returns.py on scripted play (it returns the ball) and random play (it misses):
+    it finds both kinds of window; the real frames, scored as if a model drew them, return every
+    return and send back no miss; a model's shares lie in [0, 1]; an unknown preset is one line."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from ball_returns import find_windows, score
+    from brick_memory import open_breakout
+
+    data = tmp_path / "bk"
+    for policy, seed in (("scripted", "0"), ("random", "5")):
+        assert train.main(["collect", "--game", "breakout", "--policy", policy, "--episodes", "1", "--seed", seed,
+                           "--max-steps", "300", "--no-audio", "--out", str(data)]) == 0
+    checkpoint = str(ROOT / "checkpoints" / "breakout-diffusion")
+    run_, recs = open_breakout(checkpoint, str(data), "the ball")
+    C = int(run_.model.context_frames)
+    returns, misses = find_windows(recs, C, 6)
+    assert returns and misses
+    for picks, expected in ((returns, (1.0, 1.0)), (misses, (0.0, 0.0))):
+        real = np.stack([np.asarray(recs.episodes[e].frames[s: s + C + 6]) for e, s in picks])
+        assert score(real, real[:, C:], C) == expected
+    out = tmp_path / "returns.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ball_returns.py"), "--checkpoint", checkpoint,
+                           "--data", str(data), "--windows", "4", "--sampler", "fast", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["return_windows"] == len(returns) and result["miss_windows"] == len(misses)
+    assert 0.0 <= result["fast"]["returned"] <= 1.0 and 0.0 <= result["fast"]["miss_sent_back"] <= 1.0
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ball_returns.py"), "--checkpoint", checkpoint,
+                           "--data", str(data), "--sampler", "slowest"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "no sampler preset 'slowest'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,158 @@
+#!/usr/bin/env python
+"""Does a Breakout world model send the ball back off the paddle, and let it through when the
+paddle is elsewhere?
+
+In closed-loop play (benchmarks/neural_play.py) a model may fly the ball and still never return
+it; the pixel player may then be to blame, or the model. This benchmark takes the player out:
+from real, event-free context windows whose last frame shows the ball low in the field and
+falling, it rolls the model `--horizon` steps with the recorded actions, per sampler preset,
+and reads the ball's position in every frame (engine/breakout_view.py) as the pixel player does.
+
+- **Return windows**: the real ball comes back up (2+ rows of 64 above its last context
+  sighting, within 8 columns of it) within the horizon. *Returned*: the share where the model's
+  ball is within 3 pixels of the real one on some step after the real one has risen.
+- **Miss windows**: the real ball is not seen in the field for the whole horizon (the paddle was
+  elsewhere). *Sent back anyway*: the share where the model draws a ball that comes back up as
+  a return would (2+ rows above, within 8 columns): a model that returns every ball, paddle or
+  not, scores high here.
+
+A model that reads the paddle returns most return windows and sends back few miss windows.
+
+examples:
+  python benchmarks/ball_returns.py --checkpoint checkpoints/breakout-diffusion --data data/breakout_eval
+  python benchmarks/ball_returns.py --checkpoint RUN --data DIR --sampler fast --json returns.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from brick_memory import open_breakout  # noqa: E402  (this directory: sys.path[0])
+
+from engine.breakout_view import read_breakout  # noqa: E402
+from engine.errors import ArgumentParser, UserError, run_command  # noqa: E402
+from engine.files import write_atomic  # noqa: E402
+from models.metrics import rollout  # noqa: E402
+from models.world import EVENT_DIM  # noqa: E402
+
+LOW = 50 / 64  # the last context sighting lies this low in the field (the paddle's top: 58 of 64)
+RISE = 2 / 64  # a ball back up by this much of the height has come off the paddle
+NEAR_X = 8 / 64  # ...within this much of the width of where it went down
+MATCH = 3 / 64  # a model's ball this close (rows and columns) to the real one is the real one
+
+
+Spot = tuple[float, float] | None
+
+
+def sightings(frames: np.ndarray) -> list[Spot]:
+    """(N, 3, R, R) uint8 frames -> the ball's (x, y), shares of the width and height, or None."""
+    return [read_breakout(np.ascontiguousarray(f.transpose(1, 2, 0))).ball for f in frames]
+
+
+def rises(spot: Spot, last: tuple[float, float]) -> bool:
+    """`spot` is the ball come back up from `last` (its sighting going down)."""
+    return spot is not None and spot[1] <= last[1] - RISE and abs(spot[0] - last[0]) <= NEAR_X
+
+
+def find_windows(recs: Any, context: int, horizon: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(episode, start) of the return windows and of the miss windows (see the module doc)."""
+    returns, misses = [], []
+    for e, ep in enumerate(recs.episodes):
+        seen = sightings(np.asarray(ep.frames))  # per frame of the episode
+        events = np.asarray(ep.events)
+        for s in range(ep.num_steps - context - horizon + 1):
+            last, before = seen[s + context - 1], seen[s + context - 2]
+            if last is None or before is None or last[1] < LOW or last[1] <= before[1]:
+                continue  # no ball low and falling at the end of the context
+            if events[s: s + context - 1 + horizon].any():
+                continue
+            ahead = seen[s + context: s + context + horizon]
+            if any(rises(b, last) for b in ahead):
+                returns.append((e, s))
+            elif all(b is None for b in ahead):
+                misses.append((e, s))
+    return returns, misses
+
+
+def roll(model: Any, recs: Any, picks: list[tuple[int, int]], horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real frames (B, C+H, 3, R, R) uint8 and the model's (B, H, 3, R, R) uint8 rollouts."""
+    C = int(model.context_frames)
+    eps = recs.episodes
+    real = np.stack([np.asarray(eps[e].frames[s: s + C + horizon]) for e, s in picks])
+    actions = torch.stack([torch.from_numpy(np.asarray(eps[e].actions[s: s + C - 1 + horizon])) for e, s in picks]).long()
+    events = torch.zeros(len(picks), C - 1 + horizon, EVENT_DIM)
+    context = torch.from_numpy(real[:, :C]).float() / 127.5 - 1
+    with torch.no_grad():
+        frames, _, _ = rollout(model, context, actions, events, horizon, torch.Generator().manual_seed(0))
+    made = ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    return real, made
+
+
+def score(real: np.ndarray, made: np.ndarray, context: int) -> tuple[float, float]:
+    """(share of windows where the model's ball matches a real risen one, share where the
+    model's ball rises at all) over windows of real (B, C+H, ...) and made (B, H, ...) frames."""
+    matched = risen = 0
+    for r, m in zip(real, made):
+        last = sightings(r[context - 1: context])[0]
+        assert last is not None
+        truth, drawn = sightings(r[context:]), sightings(m)
+        risen += any(rises(b, last) for b in drawn)
+        matched += any(rises(t, last) and b is not None and t is not None
+                       and max(abs(b[0] - t[0]), abs(b[1] - t[1])) <= MATCH for t, b in zip(truth, drawn))
+    return matched / len(real), risen / len(real)
+
+
+def main() -> int:
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, metavar="RUN", help="a Breakout world model run directory")
+    p.add_argument("--data", required=True, metavar="DIR", help="held-out Breakout recordings")
+    p.add_argument("--windows", type=int, default=64, help="windows of each kind at most (default 64)")
+    p.add_argument("--horizon", type=int, default=6, help="steps rolled (default 6: a return takes 3-5)")
+    p.add_argument("--sampler", nargs="+", metavar="PRESET", help="sampler presets (default: all the model has)")
+    p.add_argument("--json", metavar="FILE")
+    args = p.parse_args()
+    if args.windows < 1 or args.horizon < 2:
+        raise UserError("--windows must be >= 1 and --horizon >= 2")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise UserError(f"--json {args.json}: no such directory")
+    run, recs = open_breakout(args.checkpoint, args.data, "how Breakout's ball comes back off the paddle")
+    model, C = run.model, int(run.model.context_frames)
+    returns, misses = find_windows(recs, C, args.horizon)
+    if not returns or not misses:
+        raise UserError(f"{args.data} has {len(returns)} event-free windows where the ball comes back off "
+                        f"the paddle and {len(misses)} where it is missed; record more play (both are needed)")
+    presets = args.sampler or list(model.sampler_presets)
+    unknown = sorted(set(presets) - set(model.sampler_presets))
+    if unknown:
+        raise UserError(f"no sampler preset {unknown[0]!r}; this model has {', '.join(model.sampler_presets)}")
+    result: dict[str, Any] = {"checkpoint": args.checkpoint, "horizon": args.horizon,
+                              "return_windows": len(returns), "miss_windows": len(misses)}
+    print(f"{len(returns)} return windows and {len(misses)} miss windows in {args.data}; "
+          f"using {min(len(returns), args.windows)} and {min(len(misses), args.windows)}")
+    picks = {k: w[:: max(1, len(w) // args.windows)][: args.windows] for k, w in (("return", returns), ("miss", misses))}
+    for name in presets:
+        model.set_sampler(name)
+        real, made = roll(model, recs, picks["return"], args.horizon)
+        returned, _ = score(real, made, C)
+        real, made = roll(model, recs, picks["miss"], args.horizon)
+        _, sent_back = score(real, made, C)
+        result[name] = {"returned": round(returned, 3), "miss_sent_back": round(sent_back, 3)}
+        print(f"  {name:<9} returned {returned:.2f} of the returns; sent back {sent_back:.2f} of the misses")
+    if args.json:
+        write_atomic(Path(args.json), (json.dumps(result, indent=1) + "\n").encode(), durable=False)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))

@@ -120,8 +120,10 @@ else
   # whole-frame rows show the serve. On the CPU this mask did not teach the serve and lost the
   # rebuilt wall (both appear where the context did not move); a last stage with the target's
   # mask (BK_SET="--set model.edm.motion_from_context=false", `fit --init`) brought both back.
+  # A quarter of every batch, crops too, shows the ball leaving its straight line (the paddle's
+  # return, a rebound): without those the model let the ball through the paddle ("Bounces").
   # Judge the run by `train.py eval --events` as well as benchmarks/neural_play.py. BK_BALL="" trains on whole frames alone.
-  BK_BALL=${BK_BALL-"--set train.object_crop=16 --set train.object_crop_fraction=0.5 --set train.object_appear_fraction=0.1 --set model.edm.motion_from_context=true --set model.edm.motion_reach=4"}
+  BK_BALL=${BK_BALL-"--set train.object_crop=16 --set train.object_crop_fraction=0.5 --set train.object_appear_fraction=0.1 --set train.object_bounce_fraction=0.25 --set model.edm.motion_from_context=true --set model.edm.motion_reach=4"}
   for run in $MODELS; do
     case $run in
       breakout-diffusion) fit $run assets/configs/$run.yaml "$DATA/breakout" "$DIFF --set train.event_focus=$BK_FOCUS $BK_BALL ${BK_SET:-}" & ;;

@@ -121,7 +121,7 @@ class WindowSampler:
             whose target shows the object off the straight line through its last two sightings
             in the context (models/object_windows.py), after the serve windows: the paddle's
             return and the rebounds off walls and bricks. A model whose crops held the ball
-            flying into the paddle but hardly ever coming back let 56 of 64 held-out returns
+            flying into the paddle but hardly ever coming back let 57 of 64 held-out returns
             through (docs/RESULTS.md, "Bounces").
     """
 

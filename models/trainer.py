@@ -79,13 +79,14 @@ class Trainer:
         window = int(wm.train_window)
         if self.cfg.object_crop_fraction > 0 and not getattr(wm, "trains_on_crops", False):
             raise ConfigError(f"train.object_crop: the {config.get('family')} model trains on whole frames only")
-        self.sampler = WindowSampler(recs, train, window, self.cfg.batch_size, event_bank,
-                                     self.cfg.event_dropout, self.cfg.seed, self.dist.rank,
-                                     self.cfg.event_change_fraction, self.cfg.event_noise,
-                                     self.cfg.event_focus, self.cfg.reward_fraction,
-                                     self.cfg.object_fraction, self.cfg.region,
-                                     self.cfg.object_crop, self.cfg.object_crop_fraction,
-                                     self.cfg.object_appear_fraction, self.cfg.object_bounce_fraction)
+        cfg = self.cfg  # by keyword: seventeen settings are easy to misorder
+        self.sampler = WindowSampler(
+            recs, train, window, cfg.batch_size, event_bank, event_dropout=cfg.event_dropout,
+            seed=cfg.seed, rank=self.dist.rank, event_change_fraction=cfg.event_change_fraction,
+            event_noise=cfg.event_noise, event_focus=cfg.event_focus, reward_fraction=cfg.reward_fraction,
+            object_fraction=cfg.object_fraction, object_region=cfg.region, object_crop=cfg.object_crop,
+            object_crop_fraction=cfg.object_crop_fraction, object_appear_fraction=cfg.object_appear_fraction,
+            object_bounce_fraction=cfg.object_bounce_fraction)
         self.held_batches: list[RawBatch] = []
         if held and any(recs.episodes[i].num_steps >= window for i in held):
             held_sampler = WindowSampler(recs, held, window, min(self.cfg.batch_size, 16), event_bank,

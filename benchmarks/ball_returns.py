@@ -84,18 +84,23 @@ def find_windows(recs: Any, context: int, horizon: int) -> tuple[list[tuple[int,
     return returns, misses
 
 
-def roll(model: Any, recs: Any, picks: list[tuple[int, int]], horizon: int) -> tuple[np.ndarray, np.ndarray]:
-    """Real frames (B, C+H, 3, R, R) uint8 and the model's (B, H, 3, R, R) uint8 rollouts."""
-    C = int(model.context_frames)
+def stack(recs: Any, picks: list[tuple[int, int]], context: int, horizon: int) -> tuple[np.ndarray, torch.Tensor]:
+    """Real frames (B, C+H, 3, R, R) uint8 and recorded actions (B, C-1+H) of the windows."""
     eps = recs.episodes
-    real = np.stack([np.asarray(eps[e].frames[s: s + C + horizon]) for e, s in picks])
-    actions = torch.stack([torch.from_numpy(np.asarray(eps[e].actions[s: s + C - 1 + horizon])) for e, s in picks]).long()
-    events = torch.zeros(len(picks), C - 1 + horizon, EVENT_DIM)
+    real = np.stack([np.asarray(eps[e].frames[s: s + context + horizon]) for e, s in picks])
+    actions = torch.stack([torch.from_numpy(np.asarray(eps[e].actions[s: s + context - 1 + horizon]))
+                           for e, s in picks]).long()
+    return real, actions
+
+
+def roll(model: Any, real: np.ndarray, actions: torch.Tensor, horizon: int) -> np.ndarray:
+    """The model's (B, H, 3, R, R) uint8 rollouts from the first C of `real`'s frames."""
+    C = int(model.context_frames)
+    events = torch.zeros(len(real), C - 1 + horizon, EVENT_DIM)
     context = torch.from_numpy(real[:, :C]).float() / 127.5 - 1
     with torch.no_grad():
         frames, _, _ = rollout(model, context, actions, events, horizon, torch.Generator().manual_seed(0))
-    made = ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-    return real, made
+    return ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def score(real: np.ndarray, made: np.ndarray, context: int) -> tuple[float, float]:
@@ -139,13 +144,13 @@ def main() -> int:
                               "return_windows": len(returns), "miss_windows": len(misses)}
     print(f"{len(returns)} return windows and {len(misses)} miss windows in {args.data}; "
           f"using {min(len(returns), args.windows)} and {min(len(misses), args.windows)}")
-    picks = {k: w[:: max(1, len(w) // args.windows)][: args.windows] for k, w in (("return", returns), ("miss", misses))}
+    # Real frames and actions once per kind; every preset rolls from the same windows.
+    kept = [stack(recs, w[:: max(1, len(w) // args.windows)][: args.windows], C, args.horizon) for w in (returns, misses)]
     for name in presets:
         model.set_sampler(name)
-        real, made = roll(model, recs, picks["return"], args.horizon)
-        returned, _ = score(real, made, C)
-        real, made = roll(model, recs, picks["miss"], args.horizon)
-        _, sent_back = score(real, made, C)
+        (real, actions), (real_miss, actions_miss) = kept
+        returned, _ = score(real, roll(model, real, actions, args.horizon), C)
+        _, sent_back = score(real_miss, roll(model, real_miss, actions_miss, args.horizon), C)
         result[name] = {"returned": round(returned, 3), "miss_sent_back": round(sent_back, 3)}
         print(f"  {name:<9} returned {returned:.2f} of the returns; sent back {sent_back:.2f} of the misses")
     if args.json:

@@ -69,17 +69,22 @@ class ObjectRegion:
         left, right = (round(f * r) for f in self.cols)
         return np.asarray(frames[:, self.channel, top:bottom, left:right]), top, left
 
-    def locate(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 3, R, R) uint8 frames -> rows and columns (N,) of the brightest pixel of `channel`
-        in the region: the object, where it shows."""
+    def sight(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(N, 3, R, R) uint8 frames -> whether the object shows in the region (N,) bool, and the
+        row and column (N,) of the brightest pixel of `channel` there: where it is when it shows.
+        One read of the region answers both."""
         patch, top, left = self._patch(frames)
-        row, col = np.divmod(patch.reshape(len(patch), -1).argmax(1), patch.shape[-1])
-        return row + top, col + left
+        flat = patch.reshape(len(patch), -1)  # (N, h*w)
+        if flat.shape[1] == 0:  # a region too thin to hold a pixel at this resolution
+            none = np.zeros(len(flat), np.int64)
+            return np.zeros(len(flat), bool), none, none
+        brightest = flat.argmax(1)
+        row, col = np.divmod(brightest, patch.shape[-1])
+        return flat[np.arange(len(flat)), brightest] > self.above, row + top, col + left
 
     def in_play(self, frames: np.ndarray) -> np.ndarray:
         """(N, 3, R, R) uint8 frames -> (N,) bool: the object shows in the region."""
-        patch, _, _ = self._patch(frames)
-        return patch.reshape(len(patch), -1).max(1, initial=0) > self.above
+        return self.sight(frames)[0]
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,7 @@ def find_object_windows(spans: Iterable[tuple[EpisodeArrays, int, int]], region:
     found: tuple[list[np.ndarray], ...] = ([], [], [], [])
     for ep, offset, n in spans:
         frames = np.asarray(ep.frames)  # (N+1, 3, R, R)
-        shown = region.in_play(frames)  # (N+1,) per frame
+        shown, rows, cols = region.sight(frames)  # (N+1,) each, per frame
         clear = (~ep.events.any(1) if ep.events.size else np.ones(ep.num_steps, bool)).astype(np.int64)  # (N,)
         # Window s covers frames s .. s+T and steps s .. s+T-1: running sums count the good ones.
         shows = np.convolve(shown.astype(np.int64), np.ones(T + 1, np.int64), "valid")[:n]  # (n,) frames with it
@@ -143,7 +148,6 @@ def find_object_windows(spans: Iterable[tuple[EpisodeArrays, int, int]], region:
         target = shown[T: T + n]
         for out, frames_ok in zip(found, (shows == T + 1, shown[T - 1: T - 1 + n], target & (shows == 1))):
             out.append(offset + np.flatnonzero(frames_ok & steps_ok))
-        rows, cols = region.locate(frames)
         found[3].append(offset + _bounces(shown, rows, cols, np.flatnonzero(target & steps_ok), T,
                                           BOUNCE_OFF * frames.shape[-1]))
     every, last, appear, bounce = (np.concatenate(f) if f else np.zeros(0, np.int64) for f in found)

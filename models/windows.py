@@ -310,9 +310,9 @@ class WindowSampler:
         assert self.object_region is not None
         B, S, R, T = len(frames), self.object_crop, frames.shape[-1], self.window
         context = frames[:, :T].reshape(B * T, *frames.shape[2:])  # (B*T, 3, R, R)
-        shown = self.object_region.in_play(context).reshape(B, T)
+        shown, rows, cols = (x.reshape(B, T) for x in self.object_region.sight(context))
         last = T - 1 - np.argmax(shown[:, ::-1], axis=1)  # (B,) last frame that shows it (T-1 if none)
-        rows, cols = (x.reshape(B, T)[np.arange(B), last] for x in self.object_region.locate(context))
+        rows, cols = rows[np.arange(B), last], cols[np.arange(B), last]
         top = np.clip(rows - rng.integers(S // 4, S - S // 4, size=B), 0, R - S)
         left = np.clip(cols - rng.integers(S // 4, S - S // 4, size=B), 0, R - S)
         return np.stack([frames[b, ..., top[b]: top[b] + S, left[b]: left[b] + S] for b in range(B)])

@@ -15,12 +15,16 @@ of the world model with each `--sampler` preset, and counts per 1,000 steps:
   that flicker between fixed spots, and speckles, make no flight);
 - **returns**: a flight down into the low field, then within 4 steps a flight up (off the paddle);
 - **bricks broken / regrown**: the bricks lost or gained where a brick-wide column of the wall
-  loses (gains) at least half a brick and stays so for two steps (a model's wall flickers from
-  frame to frame);
+  loses (gains) at least half a brick from one step to the next and stays so for two steps (a
+  model's wall flickers from frame to frame): crisp breaks, as the real game's;
+- **bricks lost**: whole bricks the wall loses however slowly: each column's level, the median
+  of three steps (flicker drops out), counted down a brick each time it falls half a brick
+  below the last whole count. A one-step sampler that is unsure on which step the ball reaches
+  a brick draws the brick fading over 2-4 steps; the real game loses exactly its breaks;
 - **points**: the game's rewards, or the model's predicted ones (its HUD score);
-- **points on a break / breaks scored**: the share of scoring steps with a brick break within
-  one step, and of breaks with a scoring step within one step: a score that moves when, and
-  only when, a brick disappears reads 1 / 1;
+- **points on a break / breaks scored**: the share of scoring steps with a lost brick within
+  two steps, and of lost bricks with a scoring step within two steps: a score that moves when,
+  and only when, a brick disappears reads 1 / 1;
 - **ends**: episodes ended (the real game after its last life; the model by predicted termination).
 
 examples:
@@ -121,6 +125,28 @@ def count_returns(fl: list[list[Sighting]]) -> int:
                and a[-1][2] >= low and b[0][0] - a[-1][0] <= RETURN_GAP)
 
 
+def bricks_lost(wall: np.ndarray, starts: set[int]) -> np.ndarray:
+    """(views, columns) bricks per brick-wide column -> (views,) whole bricks lost at each view.
+
+    Each column keeps a whole count, its level at the episode's start; a brick is lost when the
+    column's median over three views falls half a brick below the count, which then drops by the
+    bricks lost (rounded). The count never rises: a model's half-broken column that flickers
+    between two levels, or a wall that dims and comes back, loses its bricks once, not at every
+    dip (regrowth is `bricks_regrown`'s)."""
+    lost = np.zeros(len(wall))
+    bounds = sorted({*starts, len(wall)})
+    for a, b in zip(bounds, bounds[1:]):  # one episode: views a..b-1
+        w = wall[a:b]
+        level = np.median(w[: min(3, len(w))], axis=0)  # (columns,)
+        for t in range(1, len(w)):
+            v = np.median(w[max(0, t - 1): t + 2], axis=0)
+            down = level - v >= 0.5
+            n = np.maximum(1, np.round(level - v)) * down
+            lost[a + t] = float(n.sum())
+            level = level - n
+    return lost
+
+
 def score(run: dict[str, Any]) -> dict[str, float]:
     """Per-1,000-step figures (module docstring) from `play`'s output."""
     views: list[BreakoutObjects] = run["views"]
@@ -140,15 +166,19 @@ def score(run: dict[str, Any]) -> dict[str, float]:
     # model's wall flickers from frame to frame, a real brick stays gone.
     lost = np.where(change.max(1) <= -0.5, -change[:, 0], 0.0)  # (steps, columns)
     gained = np.where(change.min(1) >= 0.5, change[:, 0], 0.0)
-    breaks = lost.sum(1) > 0
+    gone = bricks_lost(wall, run["starts"])[1:]  # (steps,): view t+1 is the step t's outcome
+    breaks = gone > 0
     scoring = rewards > 0
 
     def near(a: np.ndarray, b: np.ndarray) -> float:
-        """Share of True steps of a with a True step of b within one step; nan when a has none."""
+        """Share of True steps of a with a True step of b within two steps; nan when a has none."""
         if not a.any():
             return float("nan")
-        b1 = b | np.roll(b, 1) | np.roll(b, -1)
-        return float((a & b1).sum() / a.sum())
+        b2 = b.copy()
+        for k in (1, 2):
+            b2[k:] |= b[:-k]
+            b2[:-k] |= b[k:]
+        return float((a & b2).sum() / a.sum())
 
     fl = flights([(t, *v.ball) for t, v in enumerate(views) if v.ball is not None])
     flying = len({s[0] for f in fl for s in f[1:]})  # steps that move the ball along a flight
@@ -158,6 +188,7 @@ def score(run: dict[str, Any]) -> dict[str, float]:
         "returns": count_returns(fl) * per_k,
         "bricks_broken": float(lost.sum() * per_k),
         "bricks_regrown": float(gained.sum() * per_k),
+        "bricks_lost": float(gone.sum() * per_k),
         "points": float(rewards[scoring].sum() * per_k),
         "points_on_break": near(scoring, breaks),
         "breaks_scored": near(breaks, scoring),

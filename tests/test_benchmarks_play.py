@@ -11,7 +11,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = str(ROOT / "benchmarks" / "neural_play.py")
-KEYS = {"ball_seen", "ball_flying", "returns", "bricks_broken", "bricks_regrown", "points",
+KEYS = {"ball_seen", "ball_flying", "returns", "bricks_broken", "bricks_regrown", "bricks_lost", "points",
         "points_on_break", "breaks_scored", "ends", "steps_per_s"}
 
 
@@ -31,6 +31,9 @@ def test_neural_play_scores_the_real_game_and_the_model(tmp_path: Path) -> None:
     # and every point it scores is a brick seen to break on that step.
     assert real["ball_flying"] > 0.5 and real["returns"] > 5 and real["points"] > 5, real
     assert real["points_on_break"] == 1.0 and real["bricks_regrown"] == 0.0, real
+    # The real game loses its bricks crisply: counted slowly or on the step, the same bricks
+    # to within one in the 300 steps (bricks_broken adds up what each column lost, 0.8-1.1 a brick).
+    assert real["bricks_lost"] > 5 and abs(real["bricks_lost"] - real["bricks_broken"]) * 0.3 <= 1.0, real
     assert 0.0 <= result["fast"]["ball_seen"] <= 1.0 and result["fast"]["steps_per_s"] > 0
 
 
@@ -58,3 +61,26 @@ def test_flights_and_returns_need_a_ball_that_moves_as_a_ball() -> None:
     rng = np.random.default_rng(0)
     speckles = [(t, float(rng.random()), float(0.45 + 0.4 * rng.random())) for t in range(200)]
     assert sum(len(f) for f in flights(speckles)) < 10
+
+
+def test_bricks_lost_counts_fades_and_ignores_flicker() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from neural_play import bricks_lost
+
+    wall = np.full((30, 18), 6.0)
+    wall[10:, 3] = 5.0  # a crisp break at view 10
+    wall[12:, 7] = np.maximum(4.0, 6.0 - 0.25 * np.arange(1, 19))  # two bricks fading, 4 steps each
+    wall[5::2, 12] = 5.6  # flicker of 0.4 every other view: no brick
+    wall[20, 14] = 5.0  # one view's dip of a whole brick: the median drops it
+    lost = bricks_lost(wall, {0})
+    assert lost.sum() == 3 and lost[10] == 1  # the crisp one on its step
+    assert bricks_lost(wall, {0, 11})[11] == 0  # an episode starts where the wall is: nothing lost
+    # A wall dimmed by over half a brick loses a brick a column, once: back to full and dimmed
+    # again, it has nothing new to lose; a column flickering between 4.4 and 5 loses its one.
+    dim = np.full((30, 18), 6.0)
+    dim[8:] = 5.3
+    assert bricks_lost(dim, {0}).sum() == 18
+    dim[16:22] = 6.0
+    dim[:, 0] = np.where(np.arange(30) // 3 % 2, 4.4, 5.0)  # in place of a dimmed column
+    lost = bricks_lost(dim, {0})
+    assert lost.sum() == 18 and lost[3] == 1  # the first dip of the flickering column

@@ -49,6 +49,12 @@ class HeadConfig:
     reward_values: tuple[float, ...] = (-1.0, 0.0, 1.0)
     """Reward the game pays for each predicted class (negative, none, positive): the head
     predicts the sign, the HUD adds this value. CarRacing pays -0.2 a step and ~+3.3 a tile."""
+    drawn_fraction: float = 0.0
+    """Share of each batch whose head reads the model's own play-sampler draw of the target
+    (from the context it is given, self-rolled rows included) instead of the real next frame,
+    with the real label. In play the head only ever sees drawn frames; a one-step sampler unsure
+    on which step the ball reaches a brick draws the brick fading over 2-4 steps, which a head
+    that learned crisp real breaks never scores. 0 = real transitions only."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,8 @@ class DiffusionConfig:
             raise ConfigError(f"model.sampler '{cfg.sampler}' is not one of: {', '.join(samplers)}")
         if cfg.resolution % (cfg.unet.patch_size * 2 ** (len(cfg.unet.channels) - 1)):
             raise ConfigError("model.resolution must be divisible by patch_size * 2^(levels-1)")
+        if not 0 <= cfg.heads.drawn_fraction <= 1:
+            raise ConfigError("model.heads.drawn_fraction must be in [0, 1]")
         for key in ("reward_values", "reward_class_weights"):
             if len(getattr(cfg.heads, key)) != 3:
                 raise ConfigError(f"model.heads.{key} must list 3 numbers: negative, none, positive")
@@ -229,7 +237,8 @@ class DiffusionWorldModel(nn.Module):
             weight = motion_weights(seen, edm.motion_weight, edm.motion_threshold, edm.motion_reach)
         denoise = self.edm_loss(self.denoiser, target, prep, weight)  # (B,)
 
-        logits = self.head(real_last, target, actions[:, -1]).float()  # the head learns real transitions
+        prev, nxt = self._head_pairs(real_last, target, context, actions, batch.events, crop)
+        logits = self.head(prev, nxt, actions[:, -1]).float()
         reward_class = (batch.rewards[:, -1].sign() + 1).long()
         reward_ce = F.cross_entropy(logits[:, :3], reward_class, weight=self.reward_class_weights,
                                     reduction="none")
@@ -261,6 +270,22 @@ class DiffusionWorldModel(nn.Module):
         return torch.cat([events, change], dim=1)
 
     @torch.no_grad()
+    def _head_pairs(self, real_last: torch.Tensor, target: torch.Tensor, context: torch.Tensor,
+                    actions: torch.Tensor, events: torch.Tensor, crop: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(previous, next) frames (B, 3, H, W) the head learns from: real transitions, except
+        the first round(B * heads.drawn_fraction) rows, whose next frame is the model's own draw
+        from `context` (B, C, 3, H, W) with the play sampler, after that context's last frame.
+        Rows come in random order, so the first ones are a random pick."""
+        n = round(target.shape[0] * self.cfg.heads.drawn_fraction)
+        if n == 0 or crop or not self.training:
+            return real_last, target
+        ev = events[:n, -1]
+        with torch.no_grad():
+            state = self.start(context[:n], actions[:n, :-1], events[:n, -2] if events.shape[1] > 1 else None)
+            _, pred = self.advance(state, actions[:n, -1], ev)
+        return (torch.cat([context[:n, -1].to(real_last.dtype), real_last[n:]]),
+                torch.cat([pred.frame.to(target.dtype), target[n:]]))
+
     def _rolled_context(self, batch: Batch, context: torch.Tensor) -> torch.Tensor:
         """`context` (B, C, 3, H, W) with a random `rollout_fraction` of its rows replaced by the
         model's own play-sampler predictions of their last `rollout_steps` frames.

@@ -374,6 +374,35 @@ def test_self_rollout_context_is_the_models_own(breakout: tuple[torch.Tensor, ..
         DiffusionConfig.parse({**config["model"], "rollout_fraction": 2})
 
 
+def test_head_reads_the_models_own_draws_with_drawn_fraction(breakout: tuple[torch.Tensor, ...]) -> None:
+    """heads.drawn_fraction: that share of rows gives the head (the context's last frame, the
+    play sampler's draw from the context) rather than the real pair; evaluation and crops keep
+    the real pairs, and the loss still trains the head."""
+    config = resolve_config(CONFIG, ["preset=tiny", "model.heads.drawn_fraction=0.5"])
+    torch.manual_seed(0)
+    model = DiffusionWorldModel(DiffusionConfig.parse(config["model"]), 4)
+    batch = windows(breakout, model.train_window)
+    b, c = batch.frames.shape[0], model.context_frames
+    context, target = batch.frames[:, -(c + 1):-1], batch.frames[:, -1]
+    actions = batch.actions[:, -c:]
+    model.train()
+    prev, nxt = model._head_pairs(context[:, -1], target, context, actions, batch.events, False)
+    n = round(b * 0.5)
+    assert torch.equal(prev, context[:, -1])  # real context here: its last frame either way
+    assert torch.equal(nxt[n:], target[n:]) and (nxt[:n] - target[:n]).abs().mean() > 1e-3
+    assert nxt[:n].abs().max() <= 1.0 + 1e-5  # a frame in [-1, 1], as play draws it
+    for crop, training in ((True, True), (False, False)):
+        model.train(training)
+        prev, nxt = model._head_pairs(context[:, -1], target, context, actions, batch.events, crop)
+        assert nxt is target
+    model.train()
+    loss, _ = model.loss(batch)
+    loss.backward()
+    assert model.head.mlp[-1].weight.grad is not None and model.head.mlp[-1].weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="drawn_fraction"):
+        DiffusionConfig.parse({**config["model"], "heads": {"drawn_fraction": 1.5}})
+
+
 def test_self_rollout_rolls_a_fixed_share(breakout: tuple[torch.Tensor, ...]) -> None:
     """round(B * rollout_fraction) rows are drawn every step, never a varying count: a new
     sub-batch size each step makes cuDNN plan its convolutions again at every step."""

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Does a Breakout world model send the ball back off the paddle, and let it through when the
-paddle is elsewhere?
+"""Does a Breakout world model send the ball back off the paddle, let it through when the
+paddle is elsewhere, and fly a returned ball up to break a brick?
 
 In closed-loop play (benchmarks/neural_play.py) a model may fly the ball and still never return
 it; the pixel player may then be to blame, or the model. This benchmark takes the player out:
@@ -17,6 +17,12 @@ and reads the ball's position in every frame (engine/breakout_view.py) as the pi
   not, scores high here.
 
 A model that reads the paddle returns most return windows and sends back few miss windows.
+
+- **Climb windows**: the context's last two frames show the ball low and rising (it has just
+  come off the paddle), and the real wall loses a brick within `--climb-horizon` steps (in the
+  real game nearly every return breaks one). *Reached the wall*: the share where the model's
+  ball is seen in the upper half of the field; *broke a brick*: the share where its wall loses
+  a whole brick (neural_play.py's `bricks_lost`, which counts a fade over several steps too).
 
 examples:
   python benchmarks/ball_returns.py --checkpoint checkpoints/breakout-diffusion --data data/breakout_eval
@@ -38,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from brick_memory import open_breakout  # noqa: E402  (this directory: sys.path[0])
+from neural_play import bricks_lost  # noqa: E402
 
 from engine.breakout_view import read_breakout  # noqa: E402
 from engine.errors import ArgumentParser, UserError, run_command  # noqa: E402
@@ -84,6 +91,38 @@ def find_windows(recs: Any, context: int, horizon: int) -> tuple[list[tuple[int,
     return returns, misses
 
 
+def walls(frames: np.ndarray) -> np.ndarray:
+    """(N, 3, R, R) uint8 frames -> (N, 18) bricks per brick-wide column of the wall."""
+    return np.stack([read_breakout(np.ascontiguousarray(f.transpose(1, 2, 0))).wall for f in frames])
+
+
+def find_climbs(recs: Any, context: int, horizon: int) -> list[tuple[int, int]]:
+    """(episode, start) of the climb windows (see the module doc)."""
+    out = []
+    for e, ep in enumerate(recs.episodes):
+        frames = np.asarray(ep.frames)
+        seen, wall, events = sightings(frames), walls(frames), np.asarray(ep.events)
+        for s in range(ep.num_steps - context - horizon + 1):
+            last, before = seen[s + context - 1], seen[s + context - 2]
+            if last is None or before is None or last[1] < LOW or last[1] >= before[1]:
+                continue  # no ball low and rising at the end of the context
+            if events[s: s + context - 1 + horizon].any():
+                continue
+            if bricks_lost(wall[s + context - 1: s + context + horizon], {0}).any():
+                out.append((e, s))
+    return out
+
+
+def climbed(real: np.ndarray, made: np.ndarray, context: int) -> tuple[float, float]:
+    """(share of windows whose model ball reaches the upper half of the field, share whose model
+    wall loses a brick) over windows of real (B, C+H, ...) and made (B, H, ...) frames."""
+    reached = broke = 0
+    for r, m in zip(real, made):
+        reached += any(b is not None and b[1] < 0.5 for b in sightings(m))
+        broke += bool(bricks_lost(np.concatenate([walls(r[context - 1: context]), walls(m)]), {0}).any())
+    return reached / len(real), broke / len(real)
+
+
 def stack(recs: Any, picks: list[tuple[int, int]], context: int, horizon: int) -> tuple[np.ndarray, torch.Tensor]:
     """Real frames (B, C+H, 3, R, R) uint8 and recorded actions (B, C-1+H) of the windows."""
     eps = recs.episodes
@@ -123,11 +162,13 @@ def main() -> int:
     p.add_argument("--data", required=True, metavar="DIR", help="held-out Breakout recordings")
     p.add_argument("--windows", type=int, default=64, help="windows of each kind at most (default 64)")
     p.add_argument("--horizon", type=int, default=6, help="steps rolled (default 6: a return takes 3-5)")
+    p.add_argument("--climb-horizon", type=int, default=24,
+                   help="steps rolled from a return up to the wall (default 24: a climb takes 10-20)")
     p.add_argument("--sampler", nargs="+", metavar="PRESET", help="sampler presets (default: all the model has)")
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args()
-    if args.windows < 1 or args.horizon < 2:
-        raise UserError("--windows must be >= 1 and --horizon >= 2")
+    if args.windows < 1 or args.horizon < 2 or args.climb_horizon < 2:
+        raise UserError("--windows must be >= 1, and --horizon and --climb-horizon >= 2")
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise UserError(f"--json {args.json}: no such directory")
     run, recs = open_breakout(args.checkpoint, args.data, "how Breakout's ball comes back off the paddle")
@@ -136,23 +177,33 @@ def main() -> int:
     if not returns or not misses:
         raise UserError(f"{args.data} has {len(returns)} event-free windows where the ball comes back off "
                         f"the paddle and {len(misses)} where it is missed; record more play (both are needed)")
+    climbs = find_climbs(recs, C, args.climb_horizon)
+    if not climbs:
+        raise UserError(f"{args.data} has no event-free windows where the ball climbs from the paddle to the "
+                        f"wall and breaks a brick within {args.climb_horizon} steps; record more play")
     presets = args.sampler or list(model.sampler_presets)
     unknown = sorted(set(presets) - set(model.sampler_presets))
     if unknown:
         raise UserError(f"no sampler preset {unknown[0]!r}; this model has {', '.join(model.sampler_presets)}")
     result: dict[str, Any] = {"checkpoint": args.checkpoint, "horizon": args.horizon,
-                              "return_windows": len(returns), "miss_windows": len(misses)}
-    print(f"{len(returns)} return windows and {len(misses)} miss windows in {args.data}; "
-          f"using {min(len(returns), args.windows)} and {min(len(misses), args.windows)}")
+                              "climb_horizon": args.climb_horizon, "return_windows": len(returns),
+                              "miss_windows": len(misses), "climb_windows": len(climbs)}
+    n = args.windows
+    print(f"{len(returns)} return, {len(misses)} miss and {len(climbs)} climb windows in {args.data}; "
+          f"using {min(len(returns), n)}, {min(len(misses), n)} and {min(len(climbs), n)}")
     # Real frames and actions once per kind; every preset rolls from the same windows.
-    kept = [stack(recs, w[:: max(1, len(w) // args.windows)][: args.windows], C, args.horizon) for w in (returns, misses)]
+    kept = [stack(recs, w[:: max(1, len(w) // n)][:n], C, h)
+            for w, h in ((returns, args.horizon), (misses, args.horizon), (climbs, args.climb_horizon))]
     for name in presets:
         model.set_sampler(name)
-        (real, actions), (real_miss, actions_miss) = kept
+        (real, actions), (real_miss, actions_miss), (real_climb, actions_climb) = kept
         returned, _ = score(real, roll(model, real, actions, args.horizon), C)
         _, sent_back = score(real_miss, roll(model, real_miss, actions_miss, args.horizon), C)
-        result[name] = {"returned": round(returned, 3), "miss_sent_back": round(sent_back, 3)}
-        print(f"  {name:<9} returned {returned:.2f} of the returns; sent back {sent_back:.2f} of the misses")
+        reached, broke = climbed(real_climb, roll(model, real_climb, actions_climb, args.climb_horizon), C)
+        result[name] = {"returned": round(returned, 3), "miss_sent_back": round(sent_back, 3),
+                        "climb_reached_wall": round(reached, 3), "climb_broke_brick": round(broke, 3)}
+        print(f"  {name:<9} returned {returned:.2f} of the returns; sent back {sent_back:.2f} of the misses; "
+              f"from a return reached the wall {reached:.2f}, broke a brick {broke:.2f}")
     if args.json:
         write_atomic(Path(args.json), (json.dumps(result, indent=1) + "\n").encode(), durable=False)
         print(f"wrote {args.json}")

@@ -69,9 +69,11 @@ def test_ball_tracking_refuses_other_games(tmp_path: Path) -> None:
 def test_ball_returns_tells_returns_from_misses(tmp_path: Path) -> None:
     """benchmarks/ball_returns.py on scripted play (it returns the ball) and random play (it misses):
     it finds both kinds of window; the real frames, scored as if a model drew them, return every
-    return and send back no miss; a model's shares lie in [0, 1]; an unknown preset is one line."""
+    return and send back no miss, and fly every climb to the wall and break its brick, which a
+    model that froze the last context frame does not; a model's shares lie in [0, 1]; an unknown
+    preset is one line."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from ball_returns import find_windows, score
+    from ball_returns import climbed, find_climbs, find_windows, score
     from brick_memory import open_breakout
 
     data = tmp_path / "bk"
@@ -86,6 +88,12 @@ def test_ball_returns_tells_returns_from_misses(tmp_path: Path) -> None:
     for picks, expected in ((returns, (1.0, 1.0)), (misses, (0.0, 0.0))):
         real = np.stack([np.asarray(recs.episodes[e].frames[s: s + C + 6]) for e, s in picks])
         assert score(real, real[:, C:], C) == expected
+    climbs = find_climbs(recs, C, 24)
+    assert climbs
+    real = np.stack([np.asarray(recs.episodes[e].frames[s: s + C + 24]) for e, s in climbs])
+    assert climbed(real, real[:, C:], C) == (1.0, 1.0)
+    frozen = np.repeat(real[:, C - 1: C], 24, axis=1)
+    assert climbed(real, frozen, C) == (0.0, 0.0)
     out = tmp_path / "returns.json"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ball_returns.py"), "--checkpoint", checkpoint,
                            "--data", str(data), "--windows", "4", "--sampler", "fast", "--json", str(out)],
@@ -93,7 +101,9 @@ def test_ball_returns_tells_returns_from_misses(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["return_windows"] == len(returns) and result["miss_windows"] == len(misses)
-    assert 0.0 <= result["fast"]["returned"] <= 1.0 and 0.0 <= result["fast"]["miss_sent_back"] <= 1.0
+    assert result["climb_windows"] == len(climbs)
+    assert all(0.0 <= result["fast"][k] <= 1.0 for k in ("returned", "miss_sent_back", "climb_reached_wall",
+                                                         "climb_broke_brick"))
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ball_returns.py"), "--checkpoint", checkpoint,
                            "--data", str(data), "--sampler", "slowest"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no sampler preset 'slowest'" in proc.stderr

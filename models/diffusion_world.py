@@ -269,7 +269,6 @@ class DiffusionWorldModel(nn.Module):
         change = events if previous is None else events - previous.to(events.dtype)
         return torch.cat([events, change], dim=1)
 
-    @torch.no_grad()
     def _head_pairs(self, real_last: torch.Tensor, target: torch.Tensor, context: torch.Tensor,
                     actions: torch.Tensor, events: torch.Tensor, crop: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(previous, next) frames (B, 3, H, W) the head learns from: real transitions, except
@@ -279,13 +278,13 @@ class DiffusionWorldModel(nn.Module):
         n = round(target.shape[0] * self.cfg.heads.drawn_fraction)
         if n == 0 or crop or not self.training:
             return real_last, target
-        ev = events[:n, -1]
-        with torch.no_grad():
+        with torch.no_grad():  # the head learns from the draw; the denoiser is not taught through it
             state = self.start(context[:n], actions[:n, :-1], events[:n, -2] if events.shape[1] > 1 else None)
-            _, pred = self.advance(state, actions[:n, -1], ev)
+            _, pred = self.advance(state, actions[:n, -1], events[:n, -1])
         return (torch.cat([context[:n, -1].to(real_last.dtype), real_last[n:]]),
                 torch.cat([pred.frame.to(target.dtype), target[n:]]))
 
+    @torch.no_grad()
     def _rolled_context(self, batch: Batch, context: torch.Tensor) -> torch.Tensor:
         """`context` (B, C, 3, H, W) with a random `rollout_fraction` of its rows replaced by the
         model's own play-sampler predictions of their last `rollout_steps` frames.

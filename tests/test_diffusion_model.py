@@ -353,6 +353,7 @@ def test_self_rollout_context_is_the_models_own(breakout: tuple[torch.Tensor, ..
     real = batch.frames[:, -(c + 1):-1]
     rolled = model._rolled_context(batch, real)
     assert rolled.shape == real.shape
+    assert not rolled.requires_grad  # no gradient through the play sampler's steps
     assert torch.equal(rolled[:, :c - 2], real[:, :c - 2])  # only the last K frames are drawn
     assert (rolled[:, -2:] - real[:, -2:]).abs().mean() > 1e-3
     # The first drawn frame is the play sampler's step from the real frames before it.

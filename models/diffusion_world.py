@@ -25,6 +25,7 @@ from engine.simulator import GameSpec
 from models.config import ConfigError, from_dict
 from models.diffusion.cuda_graph import GraphedFunction
 from models.diffusion.edm import Denoiser, EDMConfig, EDMLoss, motion_weights
+from models.diffusion.head import HeadConfig, RewardHead
 from models.diffusion.sampler import SamplerConfig, initial_noise, karras_sigmas, sample
 from models.diffusion.unet import UNet, UNetConfig
 from models.world import Batch, Prediction
@@ -35,26 +36,6 @@ DEFAULT_SAMPLERS = {
     "quality": SamplerConfig(steps=3, method="euler"),
 }
 """Used when a config names no samplers; the shipped yaml presets say why each was chosen."""
-
-
-@dataclass(frozen=True)
-class HeadConfig:
-    channels: int = 32
-    """Width of the first conv of the reward/termination CNN (doubles once)."""
-    reward_weight: float = 0.5
-    termination_weight: float = 0.5
-    reward_class_weights: tuple[float, ...] = (1.0, 1.0, 1.0)
-    """Cross-entropy weight of each reward class (negative, none, positive). Breakout scores on
-    ~2% of steps: unweighted, the head learns to never predict a point."""
-    reward_values: tuple[float, ...] = (-1.0, 0.0, 1.0)
-    """Reward the game pays for each predicted class (negative, none, positive): the head
-    predicts the sign, the HUD adds this value. CarRacing pays -0.2 a step and ~+3.3 a tile."""
-    drawn_fraction: float = 0.0
-    """Share of each batch whose head reads the model's own play-sampler draw of the target
-    (from the context it is given, self-rolled rows included) instead of the real next frame,
-    with the real label. In play the head only ever sees drawn frames; a one-step sampler unsure
-    on which step the ball reaches a brick draws the brick fading over 2-4 steps, which a head
-    that learned crisp real breaks never scores. 0 = real transitions only."""
 
 
 @dataclass(frozen=True)
@@ -125,27 +106,6 @@ class DiffusionConfig:
         if cfg.rollout_steps < 0 or not 0 <= cfg.rollout_fraction <= 1:
             raise ConfigError("model.rollout_steps must be >= 0 and model.rollout_fraction in [0, 1]")
         return cfg
-
-
-class RewardHead(nn.Module):
-    """Reward sign (-1/0/+1 as 3 classes) and termination logit from a transition, ~20 M MACs."""
-
-    def __init__(self, cfg: HeadConfig, num_actions: int) -> None:
-        super().__init__()
-        c = cfg.channels
-        # Input: previous frame, next frame and their difference (what changed is the event).
-        self.convs = nn.Sequential(
-            nn.Conv2d(9, c, 4, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(2 * c, 2 * c, 4, stride=2, padding=1), nn.SiLU())
-        self.action_emb = nn.Embedding(num_actions, 4 * c)
-        self.mlp = nn.Sequential(nn.Linear(4 * c, 4 * c), nn.SiLU(), nn.Linear(4 * c, 4))
-
-    def forward(self, prev: torch.Tensor, nxt: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """prev, nxt: (B, 3, H, W); action: (B,). Returns (B, 4): 3 reward-sign logits, 1 end logit."""
-        h = self.convs(torch.cat([prev, nxt, nxt - prev], dim=1))
-        pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1)  # (B, 4c)
-        return self.mlp(pooled + self.action_emb(action))
 
 
 @dataclass

@@ -386,16 +386,26 @@ def test_head_reads_the_models_own_draws_with_drawn_fraction(breakout: tuple[tor
     b, c = batch.frames.shape[0], model.context_frames
     context, target = batch.frames[:, -(c + 1):-1], batch.frames[:, -1]
     actions = batch.actions[:, -c:]
+    real_last = context[:, -1].flip(0)  # stands apart from the context (self-rolled rows differ too)
     model.train()
-    prev, nxt = model._head_pairs(context[:, -1], target, context, actions, batch.events, False)
+    torch.manual_seed(3)
+    prev, nxt = model._head_pairs(real_last, target, context, actions, batch.events, False)
     n = round(b * 0.5)
-    assert torch.equal(prev, context[:, -1])  # real context here: its last frame either way
-    assert torch.equal(nxt[n:], target[n:]) and (nxt[:n] - target[:n]).abs().mean() > 1e-3
-    assert nxt[:n].abs().max() <= 1.0 + 1e-5  # a frame in [-1, 1], as play draws it
+    assert torch.equal(prev[:n], context[:n, -1]) and torch.equal(prev[n:], real_last[n:])
+    assert torch.equal(nxt[n:], target[n:])
+    # The drawn rows are exactly the play step from their context.
+    from models.diffusion.sampler import initial_noise
+
+    torch.manual_seed(3)
+    noise = initial_noise(tuple(target[:n].shape), model.samplers[model.sampler_name], "cpu", None)
+    events = model.event_input(batch.events[:n, -1], batch.events[:n, -2])
+    with torch.no_grad():
+        drawn, _ = model.generate(context[:n], actions[:n], events, noise)
+    assert torch.allclose(nxt[:n], drawn, atol=1e-5) and (nxt[:n] - target[:n]).abs().mean() > 1e-3
     for crop, training in ((True, True), (False, False)):
         model.train(training)
-        prev, nxt = model._head_pairs(context[:, -1], target, context, actions, batch.events, crop)
-        assert nxt is target
+        prev, nxt = model._head_pairs(real_last, target, context, actions, batch.events, crop)
+        assert prev is real_last and nxt is target
     model.train()
     loss, _ = model.loss(batch)
     loss.backward()

@@ -21,8 +21,9 @@ A model that reads the paddle returns most return windows and sends back few mis
 - **Climb windows**: the context's last two frames show the ball low and rising (it has just
   come off the paddle), and the real wall loses a brick within `--climb-horizon` steps (in the
   real game nearly every return breaks one). *Reached the wall*: the share where the model's
-  ball is seen in the upper half of the field; *broke a brick*: the share where its wall loses
-  a whole brick (neural_play.py's `bricks_lost`, which counts a fade over several steps too).
+  ball is seen just under the wall (the ball band's top rows, above half the frame's height,
+  where every real climb is seen); *broke a brick*: the share where its wall loses a whole
+  brick (neural_play.py's `bricks_lost`, which counts a fade over several steps too).
 
 examples:
   python benchmarks/ball_returns.py --checkpoint checkpoints/breakout-diffusion --data data/breakout_eval
@@ -114,8 +115,9 @@ def find_climbs(recs: Any, context: int, horizon: int) -> list[tuple[int, int]]:
 
 
 def climbed(real: np.ndarray, made: np.ndarray, context: int) -> tuple[float, float]:
-    """(share of windows whose model ball reaches the upper half of the field, share whose model
-    wall loses a brick) over windows of real (B, C+H, ...) and made (B, H, ...) frames."""
+    """(share of windows whose model ball is seen above half the frame's height, just under the
+    wall, share whose model wall loses a brick) over windows of real (B, C+H, ...) and made
+    (B, H, ...) frames."""
     reached = broke = 0
     for r, m in zip(real, made):
         reached += any(b is not None and b[1] < 0.5 for b in sightings(m))
@@ -173,6 +175,10 @@ def main() -> int:
         raise UserError(f"--json {args.json}: no such directory")
     run, recs = open_breakout(args.checkpoint, args.data, "how Breakout's ball comes back off the paddle")
     model, C = run.model, int(run.model.context_frames)
+    presets = args.sampler or list(model.sampler_presets)
+    unknown = sorted(set(presets) - set(model.sampler_presets))
+    if unknown:
+        raise UserError(f"no sampler preset {unknown[0]!r}; this model has {', '.join(model.sampler_presets)}")
     returns, misses = find_windows(recs, C, args.horizon)
     if not returns or not misses:
         raise UserError(f"{args.data} has {len(returns)} event-free windows where the ball comes back off "
@@ -181,10 +187,6 @@ def main() -> int:
     if not climbs:
         raise UserError(f"{args.data} has no event-free windows where the ball climbs from the paddle to the "
                         f"wall and breaks a brick within {args.climb_horizon} steps; record more play")
-    presets = args.sampler or list(model.sampler_presets)
-    unknown = sorted(set(presets) - set(model.sampler_presets))
-    if unknown:
-        raise UserError(f"no sampler preset {unknown[0]!r}; this model has {', '.join(model.sampler_presets)}")
     result: dict[str, Any] = {"checkpoint": args.checkpoint, "horizon": args.horizon,
                               "climb_horizon": args.climb_horizon, "return_windows": len(returns),
                               "miss_windows": len(misses), "climb_windows": len(climbs)}

@@ -18,8 +18,8 @@ of the world model with each `--sampler` preset, and counts per 1,000 steps:
   loses (gains) at least half a brick from one step to the next and stays so for two steps (a
   model's wall flickers from frame to frame): crisp breaks, as the real game's;
 - **bricks lost**: whole bricks the wall loses however slowly: each column's level, the median
-  of three steps (flicker drops out), counted down a brick each time it falls half a brick
-  below the last whole count. A one-step sampler that is unsure on which step the ball reaches
+  of three steps (flicker drops out), is counted down by the whole bricks it falls once it is
+  half a brick below the count (which never rises). A one-step sampler that is unsure on which step the ball reaches
   a brick draws the brick fading over 2-4 steps; the real game loses exactly its breaks;
 - **points**: the game's rewards, or the model's predicted ones (its HUD score);
 - **points on a break / breaks scored**: the share of scoring steps with a lost brick within
@@ -128,9 +128,10 @@ def count_returns(fl: list[list[Sighting]]) -> int:
 def bricks_lost(wall: np.ndarray, starts: set[int]) -> np.ndarray:
     """(views, columns) bricks per brick-wide column -> (views,) whole bricks lost at each view.
 
-    Each column keeps a whole count, its level at the episode's start; a brick is lost when the
-    column's median over three views falls half a brick below the count, which then drops by the
-    bricks lost (rounded). The count never rises: a model's half-broken column that flickers
+    Each column keeps a count, its level at the episode's start (the median of its first three
+    views); a brick is lost when the column's median over three views (the view and one either
+    side; at an episode's last view, the higher of the last two) falls half a brick below the
+    count, which then drops by the whole bricks lost (rounded). The count never rises: a model's half-broken column that flickers
     between two levels, or a wall that dims and comes back, loses its bricks once, not at every
     dip (regrowth is `bricks_regrown`'s)."""
     lost = np.zeros(len(wall))
@@ -139,7 +140,8 @@ def bricks_lost(wall: np.ndarray, starts: set[int]) -> np.ndarray:
         w = wall[a:b]
         level = np.median(w[: min(3, len(w))], axis=0)  # (columns,)
         for t in range(1, len(w)):
-            v = np.median(w[max(0, t - 1): t + 2], axis=0)
+            # Two views have no median: at the last view both must be down (a one-view dip is flicker).
+            v = np.median(w[t - 1: t + 2], axis=0) if t + 1 < len(w) else w[t - 1: t + 1].max(0)
             down = level - v >= 0.5
             n = np.maximum(1, np.round(level - v)) * down
             lost[a + t] = float(n.sum())

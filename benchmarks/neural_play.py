@@ -19,8 +19,9 @@ of the world model with each `--sampler` preset, and counts per 1,000 steps:
   model's wall flickers from frame to frame): crisp breaks, as the real game's;
 - **bricks lost**: whole bricks the wall loses however slowly: each column's level, the median
   of three steps (flicker drops out), is counted down by the whole bricks it falls once it is
-  half a brick below the count (which never rises). A one-step sampler that is unsure on which step the ball reaches
-  a brick draws the brick fading over 2-4 steps; the real game loses exactly its breaks;
+  half a brick below the count (which never rises). A one-step sampler that is unsure on which
+  step the ball reaches a brick draws the brick fading over 2-4 steps; the real game loses
+  exactly its breaks;
 - **points**: the game's rewards, or the model's predicted ones (its HUD score);
 - **points on a break / breaks scored**: the share of scoring steps with a lost brick within
   two steps, and of lost bricks with a scoring step within two steps: a score that moves when,
@@ -131,9 +132,9 @@ def bricks_lost(wall: np.ndarray, starts: set[int]) -> np.ndarray:
     Each column keeps a count, its level at the episode's start (the median of its first three
     views); a brick is lost when the column's median over three views (the view and one either
     side; at an episode's last view, the higher of the last two) falls half a brick below the
-    count, which then drops by the whole bricks lost (rounded). The count never rises: a model's half-broken column that flickers
-    between two levels, or a wall that dims and comes back, loses its bricks once, not at every
-    dip (regrowth is `bricks_regrown`'s)."""
+    count, which then drops by the whole bricks lost (rounded). The count never rises: a
+    model's half-broken column that flickers between two levels, or a wall that dims and comes
+    back, loses its bricks once, not at every dip (regrowth is `bricks_regrown`'s)."""
     lost = np.zeros(len(wall))
     bounds = sorted({*starts, len(wall)})
     for a, b in zip(bounds, bounds[1:]):  # one episode: views a..b-1

@@ -62,9 +62,24 @@ MATCH = 3 / 64  # a model's ball this close (rows and columns) to the real one i
 Spot = tuple[float, float] | None
 
 
+def read(frames: np.ndarray) -> tuple[list[Spot], np.ndarray]:
+    """(N, 3, R, R) uint8 frames, read once each -> the ball's (x, y) per frame (shares of the
+    width and height, or None) and (N, 18) bricks per brick-wide column of the wall."""
+    views = [read_breakout(np.ascontiguousarray(f.transpose(1, 2, 0))) for f in frames]
+    return [v.ball for v in views], np.stack([v.wall for v in views])
+
+
 def sightings(frames: np.ndarray) -> list[Spot]:
     """(N, 3, R, R) uint8 frames -> the ball's (x, y), shares of the width and height, or None."""
-    return [read_breakout(np.ascontiguousarray(f.transpose(1, 2, 0))).ball for f in frames]
+    return read(frames)[0]
+
+
+Views = list[tuple[list[Spot], np.ndarray]]
+"""Per episode, `read` of its frames: the window finders share one reading of the data."""
+
+
+def read_episodes(recs: Any) -> Views:
+    return [read(np.asarray(ep.frames)) for ep in recs.episodes]
 
 
 def rises(spot: Spot, last: tuple[float, float]) -> bool:
@@ -72,11 +87,12 @@ def rises(spot: Spot, last: tuple[float, float]) -> bool:
     return spot is not None and spot[1] <= last[1] - RISE and abs(spot[0] - last[0]) <= NEAR_X
 
 
-def find_windows(recs: Any, context: int, horizon: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """(episode, start) of the return windows and of the miss windows (see the module doc)."""
+def find_windows(recs: Any, context: int, horizon: int, views: Views | None = None
+                 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(episode, start) of the return windows and of the miss windows (see the module doc);
+    `views`: `read_episodes(recs)` if already read."""
     returns, misses = [], []
-    for e, ep in enumerate(recs.episodes):
-        seen = sightings(np.asarray(ep.frames))  # per frame of the episode
+    for e, (ep, (seen, _)) in enumerate(zip(recs.episodes, views or read_episodes(recs))):
         events = np.asarray(ep.events)
         for s in range(ep.num_steps - context - horizon + 1):
             last, before = seen[s + context - 1], seen[s + context - 2]
@@ -92,17 +108,11 @@ def find_windows(recs: Any, context: int, horizon: int) -> tuple[list[tuple[int,
     return returns, misses
 
 
-def walls(frames: np.ndarray) -> np.ndarray:
-    """(N, 3, R, R) uint8 frames -> (N, 18) bricks per brick-wide column of the wall."""
-    return np.stack([read_breakout(np.ascontiguousarray(f.transpose(1, 2, 0))).wall for f in frames])
-
-
-def find_climbs(recs: Any, context: int, horizon: int) -> list[tuple[int, int]]:
-    """(episode, start) of the climb windows (see the module doc)."""
+def find_climbs(recs: Any, context: int, horizon: int, views: Views | None = None) -> list[tuple[int, int]]:
+    """(episode, start) of the climb windows (see the module doc); `views` as for find_windows."""
     out = []
-    for e, ep in enumerate(recs.episodes):
-        frames = np.asarray(ep.frames)
-        seen, wall, events = sightings(frames), walls(frames), np.asarray(ep.events)
+    for e, (ep, (seen, wall)) in enumerate(zip(recs.episodes, views or read_episodes(recs))):
+        events = np.asarray(ep.events)
         for s in range(ep.num_steps - context - horizon + 1):
             last, before = seen[s + context - 1], seen[s + context - 2]
             if last is None or before is None or last[1] < LOW or last[1] >= before[1]:
@@ -120,8 +130,9 @@ def climbed(real: np.ndarray, made: np.ndarray, context: int) -> tuple[float, fl
     (B, H, ...) frames."""
     reached = broke = 0
     for r, m in zip(real, made):
-        reached += any(b is not None and b[1] < 0.5 for b in sightings(m))
-        broke += bool(bricks_lost(np.concatenate([walls(r[context - 1: context]), walls(m)]), {0}).any())
+        seen, wall = read(np.concatenate([r[context - 1: context], m]))  # the last real frame, then the model's
+        reached += any(b is not None and b[1] < 0.5 for b in seen[1:])
+        broke += bool(bricks_lost(wall, {0}).any())
     return reached / len(real), broke / len(real)
 
 
@@ -179,11 +190,12 @@ def main() -> int:
     unknown = sorted(set(presets) - set(model.sampler_presets))
     if unknown:
         raise UserError(f"no sampler preset {unknown[0]!r}; this model has {', '.join(model.sampler_presets)}")
-    returns, misses = find_windows(recs, C, args.horizon)
+    views = read_episodes(recs)  # every frame read once, for both finders
+    returns, misses = find_windows(recs, C, args.horizon, views)
     if not returns or not misses:
         raise UserError(f"{args.data} has {len(returns)} event-free windows where the ball comes back off "
                         f"the paddle and {len(misses)} where it is missed; record more play (both are needed)")
-    climbs = find_climbs(recs, C, args.climb_horizon)
+    climbs = find_climbs(recs, C, args.climb_horizon, views)
     if not climbs:
         raise UserError(f"{args.data} has no event-free windows where the ball climbs from the paddle to the "
                         f"wall and breaks a brick within {args.climb_horizon} steps; record more play")
